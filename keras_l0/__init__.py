@@ -1,0 +1,11 @@
+"""keras-l0: remove whole neurons from Keras recurrent networks."""
+
+from keras_l0 import hard_concrete
+from keras_l0.layers import GatedGRU
+from keras_l0.layers import GatedGRUCell
+from keras_l0.layers import GatedLSTM
+from keras_l0.layers import GatedLSTMCell
+from keras_l0.layers import GatedSimpleRNN
+from keras_l0.layers import GatedSimpleRNNCell
+
+__version__ = "0.1.0"

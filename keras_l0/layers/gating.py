@@ -1,0 +1,320 @@
+"""Neuron gates shared by the gated recurrent cells and layers.
+
+A gated cell owns one hard-concrete gate per input feature and one per hidden
+unit. The gates scale the *rows* of the kernel (inputs) and of the recurrent
+kernel (hidden units, as seen by the next time step); the layer's output is
+scaled by the hidden gates (hidden units, as seen by the next layer). The
+returned states are the raw cell states, which is what the next step reads.
+
+A gate that is 0 therefore removes its neuron from every matrix it touches:
+for a hidden unit, its row of the recurrent kernel, its column in every gate
+block of the kernel, recurrent kernel and bias, and the next layer's input
+row. This is what `keras_l0.shrink` later removes physically.
+
+The cell's weights stay ordinary Keras weights with the Keras names, so the
+layer runs the Keras layer's own inner loop (and with it the backend's fused
+cuDNN path) on gated copies of the kernels, computed once per batch.
+"""
+
+import contextlib
+
+import numpy as np
+from keras import backend
+from keras import initializers
+from keras import ops
+from keras.layers import InputSpec
+from keras.layers import RNN
+
+from keras_l0 import hard_concrete
+
+PENALTY_FORMS = ("weights", "neurons")
+DEFAULT_L0_PENALTY = 1e-5
+DEFAULT_KEEP_PROBABILITY = 0.9
+
+
+def block_columns(units, num_blocks, kept_units):
+    """Column indices of `kept_units` in every gate block of a fused matrix.
+
+    Keras stores the gate blocks of an LSTM (i, f, c, o), a GRU (z, r, h) or a
+    simple RNN (one block) side by side along the last axis, each `units`
+    wide. A hidden unit owns one column in each block.
+
+    Args:
+        units: int, the layer's number of units.
+        num_blocks: int, 4 for LSTM, 3 for GRU, 1 for SimpleRNN.
+        kept_units: 1-D integer array, the units to keep.
+
+    Returns:
+        A 1-D integer numpy array of column indices, block by block.
+    """
+    kept_units = np.asarray(kept_units, dtype="int64")
+    return np.concatenate([kept_units + b * units for b in range(num_blocks)])
+
+
+class GatedCellMixin:
+    """Gate weights, gate values and the L0 penalty of a gated cell.
+
+    Mixed in before a Keras RNN cell class, whose `kernel`,
+    `recurrent_kernel` and `bias` it gates. Subclasses set `num_blocks`.
+    """
+
+    num_blocks = 1
+
+    def _init_gates(
+        self,
+        input_gates,
+        hidden_gates,
+        l0_penalty,
+        penalty_form,
+        initial_keep_probability,
+    ):
+        if penalty_form not in PENALTY_FORMS:
+            raise ValueError(
+                f"`penalty_form` must be one of {PENALTY_FORMS}. "
+                f"Received: penalty_form={penalty_form!r}"
+            )
+        if l0_penalty < 0:
+            raise ValueError(
+                f"`l0_penalty` must be >= 0. Received: l0_penalty={l0_penalty}"
+            )
+        self._initial_log_alpha = hard_concrete.log_alpha_for_keep_probability(
+            initial_keep_probability
+        )
+        self.input_gates = bool(input_gates)
+        self.hidden_gates = bool(hidden_gates)
+        self.initial_l0_penalty = float(l0_penalty)
+        self.penalty_form = penalty_form
+        self.initial_keep_probability = float(initial_keep_probability)
+        self._gated_weights_active = False
+
+    @property
+    def has_gates(self):
+        return self.input_gates or self.hidden_gates
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.input_dim = int(input_shape[-1])
+        log_alpha_init = initializers.Constant(self._initial_log_alpha)
+        self.input_log_alpha = None
+        self.hidden_log_alpha = None
+        if self.input_gates:
+            self.input_log_alpha = self.add_weight(
+                shape=(self.input_dim,),
+                name="input_log_alpha",
+                initializer=log_alpha_init,
+                dtype="float32",
+                autocast=False,
+            )
+        if self.hidden_gates:
+            self.hidden_log_alpha = self.add_weight(
+                shape=(self.units,),
+                name="hidden_log_alpha",
+                initializer=log_alpha_init,
+                dtype="float32",
+                autocast=False,
+            )
+        if self.has_gates:
+            self.l0_penalty = self.add_weight(
+                shape=(),
+                name="l0_penalty",
+                initializer=initializers.Constant(self.initial_l0_penalty),
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+            )
+
+    def _gate(self, log_alpha, training):
+        if log_alpha is None:
+            return None
+        if training:
+            return hard_concrete.sample(log_alpha, seed=self.seed_generator)
+        return hard_concrete.eval_gate(log_alpha)
+
+    def gates(self, training=False):
+        """Returns `(input_gate, hidden_gate)`, float32, `None` where off.
+
+        In training, one hard-concrete sample per neuron, shared by every
+        example and time step of the batch; otherwise the deterministic
+        inference gate.
+        """
+        return (
+            self._gate(self.input_log_alpha, training),
+            self._gate(self.hidden_log_alpha, training),
+        )
+
+    def keep_probabilities(self):
+        """Returns `(P(input gate != 0), P(hidden gate != 0))`, or `None`."""
+        return tuple(
+            None if la is None else hard_concrete.prob_nonzero(la)
+            for la in (self.input_log_alpha, self.hidden_log_alpha)
+        )
+
+    @property
+    def bias_rows(self):
+        if not self.use_bias:
+            return 0
+        return 2 if getattr(self, "reset_after", False) else 1
+
+    def expected_l0(self):
+        """The expected L0 norm that the penalty multiplies.
+
+        `penalty_form="weights"`: the expected number of non-zero weights of
+        the gated kernel, recurrent kernel and bias, every gate block counted.
+        A kernel weight survives when its input and its unit both do; a
+        recurrent weight when both of its units do (one gate on the diagonal).
+
+        `penalty_form="neurons"`: the expected number of surviving gated
+        input features and hidden units.
+        """
+        p_in, p_h = self.keep_probabilities()
+        if self.penalty_form == "neurons":
+            return sum(ops.sum(p) for p in (p_in, p_h) if p is not None)
+        n_in = self.input_dim if p_in is None else ops.sum(p_in)
+        if p_h is None:
+            n_h = float(self.units)
+            recurrent = float(self.units) ** 2
+        else:
+            n_h = ops.sum(p_h)
+            recurrent = n_h * n_h - ops.sum(p_h * p_h) + n_h
+        per_block = n_in * n_h + recurrent + self.bias_rows * n_h
+        return ops.cast(per_block * self.num_blocks, "float32")
+
+    def penalty(self):
+        """`l0_penalty * expected_l0()`, the term added to the loss."""
+        return ops.multiply(self.l0_penalty, self.expected_l0())
+
+    def gated_weights(self, input_gate, hidden_gate):
+        """Kernels with their rows scaled by the gates."""
+        weights = {}
+        if input_gate is not None:
+            weights["kernel"] = ops.multiply(
+                self.kernel,
+                ops.cast(input_gate, self.compute_dtype)[:, None],
+            )
+        if hidden_gate is not None:
+            weights["recurrent_kernel"] = ops.multiply(
+                self.recurrent_kernel,
+                ops.cast(hidden_gate, self.compute_dtype)[:, None],
+            )
+        return weights
+
+    @contextlib.contextmanager
+    def using_weights(self, weights):
+        """Within the block, the cell computes with `weights` in place of
+        its own variables of the same names."""
+        saved = {name: getattr(self, name) for name in weights}
+        for name, value in weights.items():
+            object.__setattr__(self, name, value)
+        self._gated_weights_active = True
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                object.__setattr__(self, name, value)
+            self._gated_weights_active = False
+
+    def scale_output(self, output, hidden_gate):
+        if hidden_gate is None:
+            return output
+        return output * ops.cast(hidden_gate, output.dtype)
+
+    def call(self, inputs, states, training=False):
+        if self._gated_weights_active or not self.has_gates:
+            return super().call(inputs, states, training=training)
+        input_gate, hidden_gate = self.gates(training=False)
+        with self.using_weights(self.gated_weights(input_gate, hidden_gate)):
+            output, new_states = super().call(inputs, states, training=training)
+        return self.scale_output(output, hidden_gate), new_states
+
+    def gate_config(self):
+        return {
+            "input_gates": self.input_gates,
+            "hidden_gates": self.hidden_gates,
+            "l0_penalty": self.initial_l0_penalty,
+            "penalty_form": self.penalty_form,
+            "initial_keep_probability": self.initial_keep_probability,
+        }
+
+    def get_config(self):
+        return {**super().get_config(), **self.gate_config()}
+
+
+class GatedRNNMixin:
+    """The layer side: gates drawn once per batch, penalty added once.
+
+    Mixed in before a Keras recurrent layer class (`LSTM`, `GRU`,
+    `SimpleRNN`) whose `cell` is a gated cell.
+    """
+
+    def _init_rnn(self, cell, use_cudnn=None, **rnn_kwargs):
+        RNN.__init__(self, cell, **rnn_kwargs)
+        self.input_spec = InputSpec(ndim=3)
+        if use_cudnn is None:
+            return
+        if use_cudnn not in ("auto", True, False):
+            raise ValueError(
+                "Invalid value received for argument `use_cudnn`. "
+                "Expected one of {'auto', True, False}. "
+                f"Received: use_cudnn={use_cudnn}"
+            )
+        self.use_cudnn = use_cudnn
+        if backend.backend() == "tensorflow" and use_cudnn in (True, "auto"):
+            from keras.src.backend.tensorflow.rnn import cudnn_ok
+
+            kwargs = {}
+            if hasattr(cell, "reset_after"):
+                kwargs["reset_after"] = cell.reset_after
+            if cudnn_ok(
+                cell.activation,
+                cell.recurrent_activation,
+                self.unroll,
+                cell.use_bias,
+                **kwargs,
+            ):
+                self.supports_jit = False
+
+    @property
+    def input_gates(self):
+        return self.cell.input_gates
+
+    @property
+    def hidden_gates(self):
+        return self.cell.hidden_gates
+
+    @property
+    def penalty_form(self):
+        return self.cell.penalty_form
+
+    @property
+    def initial_keep_probability(self):
+        return self.cell.initial_keep_probability
+
+    @property
+    def l0_penalty(self):
+        """The current λ: a non-trainable float32 variable, or `None`."""
+        return getattr(self.cell, "l0_penalty", None)
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        cell = self.cell
+        if not cell.has_gates:
+            return super().call(
+                sequences,
+                initial_state=initial_state,
+                mask=mask,
+                training=training,
+            )
+        input_gate, hidden_gate = cell.gates(training=bool(training))
+        self.add_loss(cell.penalty())
+        with cell.using_weights(cell.gated_weights(input_gate, hidden_gate)):
+            result = super().call(
+                sequences,
+                initial_state=initial_state,
+                mask=mask,
+                training=training,
+            )
+        if self.return_state:
+            return (cell.scale_output(result[0], hidden_gate), *result[1:])
+        return cell.scale_output(result, hidden_gate)
+
+    def get_config(self):
+        return {**super().get_config(), **self.cell.gate_config()}

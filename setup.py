@@ -1,0 +1,35 @@
+from setuptools import find_packages
+from setuptools import setup
+
+setup(
+    name="keras-l0",
+    version="0.1.0",
+    description=(
+        "Structured L0 pruning of Keras 3 recurrent layers: remove whole "
+        "neurons, ship a slimmer, faster TFLite model."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_l0", "keras_l0.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras>=3.10,<4",
+        "numpy>=1.26,<3",
+    ],
+    extras_require={
+        "tensorflow": ["tensorflow>=2.20,<2.22"],
+        "export": [
+            "tensorflow>=2.20,<2.22",
+            "tf-keras>=2.20,<2.22",
+            "ai-edge-litert>=1.2,<3",
+        ],
+        "jax": ["jax[cpu]>=0.4.34,<0.13"],
+        "plot": ["matplotlib>=3.8,<4"],
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+    },
+    entry_points={
+        "console_scripts": [
+            "keras-l0-shrink=keras_l0.cli:main",
+        ],
+    },
+)
