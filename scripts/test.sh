@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up .venv (first run only) and runs the test suite: everything on the
+# TensorFlow backend, the backend-independent layer, shrink and callback tests
+# again on JAX (and on torch where its CPU wheel is available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${KERAS_L0_VENV:-.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+py="$venv/bin/python"
+"$py" -m pip install -q --disable-pip-version-check -e ".[export,jax,test,plot]"
+export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
+multi_backend=(tests/test_layers.py tests/test_shrink.py tests/test_callbacks.py)
+for f in "${multi_backend[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
+
+echo "== tests on the tensorflow backend"
+KERAS_BACKEND=tensorflow "$py" -m pytest -q tests
+echo "== backend-independent tests on the jax backend"
+KERAS_BACKEND=jax "$py" -m pytest -q "${multi_backend[@]}"
