@@ -16,3 +16,11 @@ echo "== tests on the tensorflow backend"
 KERAS_BACKEND=tensorflow "$py" -m pytest -q tests
 echo "== backend-independent tests on the jax backend"
 KERAS_BACKEND=jax "$py" -m pytest -q "${multi_backend[@]}"
+# torch: only the CPU build of 2.13.0 that this platform ships (a looser
+# requirement would pull a multi-GB CUDA build); skipped, and said, if absent.
+if "$py" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>/dev/null; then
+  echo "== backend-independent tests on the torch backend"
+  KERAS_BACKEND=torch "$py" -m pytest -q "${multi_backend[@]}"
+else
+  echo "== torch 2.13.0 CPU wheel not installable here: torch backend not tested"
+fi
