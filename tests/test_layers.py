@@ -378,3 +378,21 @@ def test_stateful_layer_carries_raw_state():
     fresh.set_weights(layer.get_weights())
     out2, _, _ = fresh(x, initial_state=[h, c])
     np.testing.assert_allclose(_np(layer(x)[0]), _np(out2), atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [keras_l0.GatedLSTM, keras_l0.GatedGRU])
+def test_bidirectional_never_takes_the_ungated_fused_path(cls):
+    layer = keras.layers.Bidirectional(cls(4, return_sequences=True))
+    layer.build((3, 6, 5))
+    assert not layer._can_attempt_fused_lstm(None)
+    assert not layer._can_attempt_fused_gru(None)
+    seen = []
+    inner_loop = layer.forward_layer.inner_loop
+
+    def spy(*args, **kwargs):
+        seen.append(layer.forward_layer.use_cudnn)
+        return inner_loop(*args, **kwargs)
+
+    layer.forward_layer.inner_loop = spy
+    layer(_inputs())
+    assert seen == ["auto"]

@@ -257,7 +257,7 @@ class GatedRNNMixin:
                 "Expected one of {'auto', True, False}. "
                 f"Received: use_cudnn={use_cudnn}"
             )
-        self.use_cudnn = use_cudnn
+        self._use_cudnn = use_cudnn
         if backend.backend() == "tensorflow" and use_cudnn in (True, "auto"):
             from keras.src.backend.tensorflow.rnn import cudnn_ok
 
@@ -272,6 +272,14 @@ class GatedRNNMixin:
                 **kwargs,
             ):
                 self.supports_jit = False
+
+    @property
+    def use_cudnn(self):
+        # `keras.layers.Bidirectional` sends an LSTM/GRU pair whose
+        # `use_cudnn` allows it through a fused kernel that reads the raw cell
+        # weights, skipping the gates and the penalty. Outside its own call
+        # the layer reports False, so each gated direction is called instead.
+        return self._use_cudnn if self.cell._gated_weights_active else False
 
     @property
     def input_gates(self):
