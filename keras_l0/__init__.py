@@ -7,5 +7,8 @@ from keras_l0.layers import GatedLSTM
 from keras_l0.layers import GatedLSTMCell
 from keras_l0.layers import GatedSimpleRNN
 from keras_l0.layers import GatedSimpleRNNCell
+from keras_l0.shrink import ShrinkError
+from keras_l0.shrink import shrink
+from keras_l0.summary import summary
 
 __version__ = "0.1.0"
