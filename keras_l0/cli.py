@@ -1,0 +1,849 @@
+"""`keras-l0-shrink`: shrink a gated `.keras` model and export it to TFLite.
+
+Reads a trained model with `keras_l0` gated layers, removes its closed
+neurons (`keras_l0.shrink`), and writes into an output folder the slim
+`.keras`, its `.tflite` (and, with `--streaming`, a one-step-per-call
+`.tflite`) and `report.json`. It prints, per recurrent layer, units and inputs
+before -> after, parameters and FLOPs per time step, the file sizes, the
+largest output difference gated vs slim (Keras) and Keras vs TFLite, and the
+latency of the dense and the slim TFLite model measured side by side.
+
+The "dense" model is the gated model with every gate open: the plain Keras
+model at the original sizes, which is what one would ship without pruning.
+
+The input file is never modified. The outputs are built in a temporary
+folder next to their destination and moved into place at the end: a new
+output folder appears whole or not at all; in an existing one (`--force` to
+overwrite earlier outputs) each file is replaced atomically, `report.json`
+last. A user mistake is one `keras-l0-shrink: error: ...` line on stderr and
+exit status 2.
+
+Example:
+
+```
+keras-l0-shrink model.keras -o model_slim --quantization dynamic --streaming
+```
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+import zlib
+
+import keras
+import numpy as np
+
+import keras_l0
+from keras_l0 import export
+from keras_l0.shrink import FIXED_LOG_ALPHA
+from keras_l0.shrink import ShrinkError
+from keras_l0.shrink import gated_layers
+from keras_l0.shrink import shrink
+from keras_l0.summary import flops_per_step
+from keras_l0.summary import summary
+
+PROG = "keras-l0-shrink"
+REPORT_NAME = "report.json"
+CHECK_BATCH_SIZE = 4
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+class UsageError(Exception):
+    """A user mistake, reported as one line on stderr with exit status 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _sequence_length(text):
+    if text == export.VARIABLE_LENGTH:
+        return text
+    return _positive_int(text)
+
+
+def build_parser():
+    """The command-line parser of `keras-l0-shrink`."""
+    parser = _ArgumentParser(
+        prog=PROG,
+        description=(
+            "Remove the closed neurons of a trained keras_l0 model and "
+            "export the slim model to TFLite, with a size, accuracy and "
+            "latency report."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="the trained .keras model with keras_l0 gated layers",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        metavar="DIR",
+        help="folder for the outputs (default: MODEL's name + '_slim', "
+        "next to it)",
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=export.QUANTIZATIONS,
+        default="none",
+        help="TFLite quantization (default: none); int8 calibrates on "
+        "--calibration-data, else on random inputs",
+    )
+    parser.add_argument(
+        "--calibration-data",
+        metavar="FILE",
+        help="int8 calibration inputs: a .npy array (one-input models) or "
+        "a .npz keyed by input name, of shape (samples, time, ...)",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=_sequence_length,
+        metavar="N|variable",
+        help="sequence length of the TFLite models, an integer or "
+        "'variable' (default: the model's own, else variable); also the "
+        "length of the check and benchmark inputs (default: "
+        f"{export.DEFAULT_SEQUENCE_LENGTH} for a variable length)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_positive_int,
+        metavar="N",
+        default=1,
+        help="batch size of the TFLite models (default: 1)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="also write a TFLite model that runs one time step per call, "
+        "with the recurrent states as inputs and outputs",
+    )
+    parser.add_argument(
+        "--no-benchmark",
+        action="store_true",
+        help="skip the dense vs slim TFLite latency measurement",
+    )
+    parser.add_argument(
+        "--runs",
+        type=_positive_int,
+        metavar="N",
+        default=50,
+        help="timed invocations per model in the benchmark (default: 50)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite existing outputs"
+    )
+    parser.add_argument(
+        "--export-ungated",
+        action="store_true",
+        help="export a model without gated layers unchanged instead of "
+        "refusing it",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only warnings and errors",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the log lines of TensorFlow and LiteRT",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {keras_l0.__version__}",
+    )
+    return parser
+
+
+class _Progress:
+    """One line per step on `stream`: a live timer on a terminal, a start
+    and an end line otherwise."""
+
+    _SPINNER = "|/-\\"
+
+    def __init__(self, stream, enabled):
+        self.stream = stream
+        self.enabled = enabled
+        self.live = enabled and stream.isatty()
+        self.total = 0
+        self.count = 0
+
+    def _write(self, text):
+        self.stream.write(text)
+        self.stream.flush()
+
+    def warn(self, message):
+        self._write(f"{PROG}: warning: {message}\n")
+
+    def _tick(self, prefix, start, stop):
+        frame = 0
+        while not stop.wait(0.1):
+            elapsed = time.perf_counter() - start
+            spin = self._SPINNER[frame % len(self._SPINNER)]
+            self._write(f"\r{spin} {prefix} {elapsed:.1f} s")
+            frame += 1
+
+    @contextlib.contextmanager
+    def step(self, label):
+        self.count += 1
+        if not self.enabled:
+            yield
+            return
+        prefix = f"[{self.count}/{self.total}] {label}"
+        start = time.perf_counter()
+        stop = threading.Event()
+        ticker = None
+        if self.live:
+            ticker = threading.Thread(
+                target=self._tick, args=(prefix, start, stop), daemon=True
+            )
+            ticker.start()
+        else:
+            self._write(f"{prefix} ...\n")
+        outcome = "failed"
+        try:
+            yield
+            outcome = f"{time.perf_counter() - start:.1f} s"
+        finally:
+            stop.set()
+            if ticker is not None:
+                ticker.join()
+            clear = "\r\x1b[K" if self.live else ""
+            self._write(f"{clear}{prefix}: {outcome}\n")
+
+
+def _error(message):
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _own_stream(stream):
+    """`stream`, on a descriptor of its own if it writes to fd 2, so that it
+    stays visible while `_native_stderr_to_file` is active."""
+    try:
+        if stream.fileno() == 2:
+            return os.fdopen(
+                os.dup(2),
+                "w",
+                buffering=1,
+                encoding=stream.encoding,
+                errors="replace",
+            )
+    except (AttributeError, OSError, ValueError):
+        pass
+    return stream
+
+
+@contextlib.contextmanager
+def _native_stderr_to_file():
+    """Sends what is written to fd 2 (TensorFlow's and LiteRT's log lines)
+    to a temporary file, shown only if an unexpected exception follows."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    unexpected = False
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except UsageError:
+            raise
+        except Exception:
+            unexpected = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if unexpected:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
+
+
+def _check_input(path):
+    """Raises `UsageError` unless `path` is a readable, intact `.keras`."""
+    if not os.path.exists(path):
+        raise UsageError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a folder, not a .keras file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}")
+    if head.startswith(_HDF5_SIGNATURE):
+        raise UsageError(
+            f"{path} is a legacy HDF5 model; load it and save it as .keras"
+        )
+    if not zipfile.is_zipfile(path):
+        if head.startswith(_ZIP_SIGNATURE):
+            raise UsageError(f"{path} is a corrupt or truncated .keras archive")
+        raise UsageError(f"{path} is not a Keras model (.keras zip archive)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+        raise UsageError(f"{path} is a corrupt .keras archive: {e}")
+    if bad_member is not None:
+        raise UsageError(
+            f"{path} is a corrupt .keras archive: bad CRC in {bad_member}"
+        )
+    if "config.json" not in names:
+        raise UsageError(
+            f"{path} is not a Keras model: its archive has no config.json"
+        )
+
+
+def _load(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(
+            f"cannot load {path} as a Keras model: "
+            f"{type(e).__name__}: {message}"
+        )
+    if not isinstance(model, keras.Model):
+        raise UsageError(
+            f"{path} holds a {type(model).__name__}, not a keras.Model"
+        )
+    return model
+
+
+def _log_alphas(layer):
+    cell = layer.cell
+    return [
+        v
+        for v in (cell.input_log_alpha, cell.hidden_log_alpha)
+        if v is not None
+    ]
+
+
+def _dense_equivalent(path):
+    """The plain Keras model at full size: a fresh copy of the model in
+    `path` with every gate open, shrunk (nothing is removed)."""
+    model = _load(path)
+    for layer in gated_layers(model):
+        for variable in _log_alphas(layer):
+            variable.assign(np.full(variable.shape, FIXED_LOG_ALPHA, "float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return shrink(model)
+
+
+def _check_inputs(model, batch_size, sequence_length, seed=0):
+    """Random valid inputs for `model`, as `keras_l0.export.verify` draws
+    them: token ids within the vocabulary for inputs read by an
+    `Embedding`, standard normal features otherwise."""
+    rng = np.random.default_rng(seed)
+    return [
+        spec.random(rng, sequence_length)
+        for spec in export._input_specs(model, batch_size)
+    ]
+
+
+def _outputs(model, inputs):
+    result = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+    return [keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(result)]
+
+
+def _max_abs_diff(model_a, model_b, inputs):
+    return max(
+        float(np.max(np.abs(a.astype("float64") - b.astype("float64"))))
+        for a, b in zip(_outputs(model_a, inputs), _outputs(model_b, inputs))
+    )
+
+
+def _model_sequence_length(model):
+    for tensor in model.inputs:
+        if len(tensor.shape) >= 2 and tensor.shape[1] is not None:
+            return tensor.shape[1]
+    return None
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Staging:
+    """Outputs written in a temporary folder beside `output_dir`, moved
+    into place by `commit()`, removed on failure."""
+
+    def __init__(self, output_dir, names, force):
+        self.output_dir = output_dir
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise UsageError(f"{output_dir} exists and is not a folder")
+        self.existed = os.path.isdir(output_dir)
+        if self.existed:
+            taken = [
+                n for n in names if os.path.lexists(os.path.join(output_dir, n))
+            ]
+            if taken and not force:
+                raise UsageError(
+                    f"{os.path.join(output_dir, taken[0])} exists "
+                    "(use --force to overwrite)"
+                )
+            base = output_dir
+        else:
+            base = os.path.dirname(output_dir)
+            while not os.path.exists(base):
+                base = os.path.dirname(base)
+            if not os.path.isdir(base):
+                raise UsageError(
+                    f"cannot create {output_dir}: {base} is not a folder"
+                )
+        try:
+            self.path = tempfile.mkdtemp(prefix=f".{PROG}-", dir=base)
+        except OSError as e:
+            raise UsageError(f"cannot write to {base}: {e.strerror}")
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def commit(self):
+        """Renames the staging folder to `output_dir`, or, into an existing
+        `output_dir`, replaces the files one by one, `REPORT_NAME` last."""
+        try:
+            if self.existed:
+                staged = sorted(
+                    os.listdir(self.path), key=lambda n: n == REPORT_NAME
+                )
+                for name in staged:
+                    target = os.path.join(self.output_dir, name)
+                    os.replace(self.file(name), target)
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.path, 0o777 & ~umask)
+                os.makedirs(os.path.dirname(self.output_dir), exist_ok=True)
+                os.rename(self.path, self.output_dir)
+        except OSError as e:
+            raise UsageError(f"cannot write to {self.output_dir}: {e.strerror}")
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _output_names(stem, streaming):
+    names = {
+        "keras": f"{stem}_slim.keras",
+        "tflite": f"{stem}_slim.tflite",
+        "report": REPORT_NAME,
+    }
+    if streaming:
+        names["streaming_tflite"] = f"{stem}_slim_streaming.tflite"
+    return names
+
+
+def _check_backend():
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise UsageError(
+            "the TFLite export needs the TensorFlow backend; run with "
+            f"KERAS_BACKEND=tensorflow (current backend: {backend})"
+        )
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _calibration(args):
+    """The int8 representative dataset: --calibration-data, else random."""
+    path = args.calibration_data
+    if args.quantization != "int8":
+        if path:
+            raise UsageError("--calibration-data needs --quantization int8")
+        return None
+    if not path:
+        return export.RANDOM_DATASET
+    try:
+        data = np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise UsageError(f"cannot read --calibration-data {path}: {e}")
+    except ValueError:
+        raise UsageError(
+            f"--calibration-data {path} is not a .npy or .npz file of arrays"
+        )
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            return [{name: data[name] for name in data.files}]
+    return [data]
+
+
+def _run(args, progress):
+    _check_backend()
+    source = os.path.abspath(args.model)
+    _check_input(args.model)
+    calibration = _calibration(args)
+    stem = os.path.basename(source)
+    if stem.endswith(".keras"):
+        stem = stem[: -len(".keras")]
+    output_dir = os.path.abspath(
+        args.output_dir
+        or os.path.join(os.path.dirname(source), f"{stem}_slim")
+    )
+    names = _output_names(stem, args.streaming)
+    for name in names.values():
+        target = os.path.join(output_dir, name)
+        if os.path.exists(target) and os.path.samefile(target, source):
+            raise UsageError(f"output {target} would overwrite the input")
+
+    progress.total = 9 + args.streaming + (not args.no_benchmark)
+    staging = _Staging(output_dir, list(names.values()), args.force)
+    try:
+        report = _build(args, progress, source, names, staging, calibration)
+        with progress.step(f"Moving the outputs into {output_dir}"):
+            staging.commit()
+    finally:
+        staging.cleanup()
+    report["output_dir"] = output_dir
+    return report
+
+
+def _build(args, progress, source, names, staging, calibration):
+    with progress.step(f"Loading {os.path.basename(source)}"):
+        model = _load(source)
+    model_length = _model_sequence_length(model)
+    fixed_length = args.seq_len if isinstance(args.seq_len, int) else None
+    if fixed_length and model_length not in (None, fixed_length):
+        raise UsageError(
+            f"--seq-len {fixed_length} conflicts with the model's fixed "
+            f"sequence length {model_length}"
+        )
+    file_length = args.seq_len or model_length or export.VARIABLE_LENGTH
+    check_length = (
+        model_length or fixed_length or export.DEFAULT_SEQUENCE_LENGTH
+    )
+    gated = gated_layers(model)
+    warning_messages = []
+    if gated:
+        with progress.step("Removing closed neurons"):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("ignore")
+                warnings.simplefilter("always", UserWarning)
+                try:
+                    slim = shrink(model)
+                except ShrinkError as e:
+                    raise UsageError(f"{args.model}: {e}")
+            warning_messages = list(
+                dict.fromkeys(str(w.message) for w in caught)
+            )
+        with progress.step("Building the dense model (every gate open)"):
+            dense = _dense_equivalent(source)
+    elif args.export_ungated:
+        progress.total -= 3
+        slim = dense = model
+    else:
+        raise UsageError(
+            f"{args.model} has no keras_l0 gated layer, nothing to shrink "
+            "(use --export-ungated to export it unchanged)"
+        )
+    if calibration == export.RANDOM_DATASET:
+        warning_messages.append(
+            "int8 calibrated on random inputs, which only suits a smoke "
+            "test; pass --calibration-data"
+        )
+    for message in warning_messages:
+        progress.warn(message)
+    try:
+        rows = summary(model, print_fn=None)
+    except ShrinkError as e:
+        raise UsageError(f"{args.model}: {e}")
+
+    with progress.step("Comparing gated and slim Keras outputs"):
+        inputs = _check_inputs(model, CHECK_BATCH_SIZE, check_length)
+        keras_diff = _max_abs_diff(model, slim, inputs)
+
+    with progress.step("Saving the slim .keras"):
+        if gated:
+            slim.save(staging.file(names["keras"]))
+        else:
+            shutil.copyfile(source, staging.file(names["keras"]))
+
+    convert = dict(
+        batch_size=args.batch,
+        quantization=args.quantization,
+        representative_dataset=calibration,
+    )
+    tflites = {}
+    diffs = {"gated_vs_slim_keras": keras_diff}
+    latency = None
+    try:
+        with progress.step("Converting the slim model to TFLite"):
+            tflites["slim"] = export.to_tflite(
+                slim,
+                staging.file(names["tflite"]),
+                sequence_length=file_length,
+                **convert,
+            )
+        if gated:
+            with progress.step("Converting the dense model to TFLite"):
+                tflites["dense"] = export.to_tflite(
+                    dense, sequence_length=file_length, **convert
+                )
+        else:
+            tflites["dense"] = tflites["slim"]
+        if args.streaming:
+            with progress.step("Converting the streaming TFLite"):
+                tflites["streaming"] = export.to_tflite(
+                    slim,
+                    staging.file(names["streaming_tflite"]),
+                    streaming=True,
+                    **convert,
+                )
+        with progress.step("Comparing Keras and TFLite outputs"):
+            diffs["keras_vs_tflite"] = export.verify(
+                tflites["slim"], slim, sequence_length=check_length
+            )
+            if args.streaming:
+                diffs["keras_vs_streaming_tflite"] = export.verify(
+                    tflites["streaming"],
+                    slim,
+                    streaming=True,
+                    sequence_length=check_length,
+                )
+        if not args.no_benchmark:
+            with progress.step("Timing the dense and the slim TFLite"):
+                timings = export.benchmark(
+                    {"dense": tflites["dense"], "slim": tflites["slim"]},
+                    runs=args.runs,
+                    sequence_length=check_length,
+                )
+            latency = {
+                "dense": timings["dense"],
+                "slim": timings["slim"],
+                "speedup": timings["dense"] / timings["slim"],
+                "runs": args.runs,
+                "num_threads": 1,
+            }
+    except export.ExportError as e:
+        raise UsageError(f"{args.model}: cannot export to TFLite: {e}")
+
+    report = {
+        "tool": PROG,
+        "version": keras_l0.__version__,
+        "input": {
+            "path": source,
+            "bytes": os.path.getsize(source),
+            "sha256": _sha256(source),
+            "gated": bool(gated),
+        },
+        "options": {
+            "quantization": args.quantization,
+            "calibration_data": args.calibration_data,
+            "batch_size": args.batch,
+            "sequence_length": file_length,
+            "check_sequence_length": check_length,
+            "streaming": args.streaming,
+        },
+        "outputs": {k: v for k, v in names.items() if k != "report"},
+        "layers": rows,
+        "params": {
+            "gated": model.count_params(),
+            "dense": dense.count_params(),
+            "slim": slim.count_params(),
+        },
+        "flops_per_step": {
+            "dense": flops_per_step(dense),
+            "slim": flops_per_step(slim),
+        },
+        "file_bytes": {
+            "gated_keras": os.path.getsize(source),
+            "slim_keras": os.path.getsize(staging.file(names["keras"])),
+            "dense_tflite": len(tflites["dense"]),
+            "slim_tflite": len(tflites["slim"]),
+        },
+        "max_abs_diff": diffs,
+        "latency_ms": latency,
+        "warnings": warning_messages,
+    }
+    if args.streaming:
+        report["file_bytes"]["streaming_tflite"] = len(tflites["streaming"])
+    report = _json_ready(report)
+    with open(staging.file(REPORT_NAME), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    return report
+
+
+def _arrow(stream):
+    try:
+        "\u2192".encode(stream.encoding or "ascii")
+        return "\u2192"
+    except (UnicodeEncodeError, LookupError):
+        return "->"
+
+
+def _bytes(n):
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024**2:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def format_report(report, arrow="->"):
+    """The text that `keras-l0-shrink` prints, from its `report.json`."""
+
+    def change(before, after):
+        return f"{before} {arrow} {after}"
+
+    def count(before, after):
+        return change(f"{before:,}", f"{after:,}")
+
+    params, flops = report["params"], report["flops_per_step"]
+    table = [("layer", "type", "units", "inputs", "params", "FLOPs/step")]
+    table += [
+        (
+            r["name"],
+            r["type"],
+            count(r["units"], r["units_kept"]),
+            count(r["inputs"], r["inputs_kept"]),
+            count(r["params"], r["params_kept"]),
+            count(r["flops_per_step"], r["flops_per_step_kept"]),
+        )
+        for r in report["layers"]
+    ]
+    table.append(
+        (
+            "model",
+            "",
+            "",
+            "",
+            count(params["gated"], params["slim"]),
+            count(flops["dense"], flops["slim"]),
+        )
+    )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+
+    def line(row):
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    lines = [line(table[0]), rule, *map(line, table[1:-1]), rule]
+    lines += [line(table[-1]), ""]
+
+    sizes = report["file_bytes"]
+    diffs = report["max_abs_diff"]
+    quantization = report["options"]["quantization"]
+    facts = [
+        (
+            f"params dense {arrow} slim",
+            count(params["dense"], params["slim"])
+            + f"  ({params['slim'] / params['dense']:.1%})",
+        ),
+        (
+            f".keras gated {arrow} slim",
+            change(_bytes(sizes["gated_keras"]), _bytes(sizes["slim_keras"])),
+        ),
+        (
+            f".tflite dense {arrow} slim",
+            change(_bytes(sizes["dense_tflite"]), _bytes(sizes["slim_tflite"]))
+            + f"  (quantization: {quantization})",
+        ),
+    ]
+    if "streaming_tflite" in sizes:
+        facts.append(
+            (".tflite streaming", _bytes(sizes["streaming_tflite"]))
+        )
+    facts += [
+        ("max |diff| gated vs slim", f"{diffs['gated_vs_slim_keras']:.2e}"),
+        ("max |diff| Keras vs TFLite", f"{diffs['keras_vs_tflite']:.2e}"),
+    ]
+    if "keras_vs_streaming_tflite" in diffs:
+        facts.append(
+            (
+                "max |diff| Keras vs streaming",
+                f"{diffs['keras_vs_streaming_tflite']:.2e}",
+            )
+        )
+    latency = report["latency_ms"]
+    if latency is not None:
+        facts.append(
+            (
+                f"latency dense {arrow} slim",
+                change(f"{latency['dense']:.3f}", f"{latency['slim']:.3f} ms")
+                + f"  (speedup {latency['speedup']:.2f}x; median of "
+                f"{latency['runs']} runs, {latency['num_threads']} thread, "
+                f"batch {report['options']['batch_size']}, "
+                f"{report['options']['check_sequence_length']} steps)",
+            )
+        )
+    width = max(len(label) for label, _ in facts)
+    lines += [f"{label.ljust(width)}  {value}" for label, value in facts]
+    written = [*report["outputs"].values(), REPORT_NAME]
+    lines += ["", f"wrote into {report['output_dir']}: {', '.join(written)}"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Runs `keras-l0-shrink` on `argv` (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status: 0 on success, 2 on a user mistake (after one
+        `keras-l0-shrink: error: ...` line on stderr), 130 when interrupted.
+    """
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:
+            return e.code or 0
+        stream = _own_stream(sys.stderr)
+        try:
+            with contextlib.ExitStack() as stack:
+                if not args.verbose:
+                    stack.enter_context(_native_stderr_to_file())
+                report = _run(args, _Progress(stream, not args.quiet))
+        finally:
+            if stream is not sys.stderr:
+                stream.close()
+    except UsageError as e:
+        _error(e)
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    if not args.quiet:
+        print(format_report(report, _arrow(sys.stdout)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
