@@ -1,0 +1,531 @@
+"""Trains a Zaremba et al. (2014) LSTM language model on Penn Treebank:
+dense, L0-gated (Wen et al., 2019) or magnitude-pruned.
+
+`--model dense` trains `keras.layers.LSTM`s. `--model gated` trains
+`keras_l0.GatedLSTM`s (input gates on the embedding dimensions for the
+first layer, hidden gates on both layers) with the L0 penalty λ fixed
+(`--l0-penalty`), ramped up (`--l0-warmup`) or steered onto a budget
+(`--budget`), then optionally fine-tunes with the gates frozen at their
+inference values (`--finetune-epochs`). `--model magnitude` takes a trained
+dense model, removes the embedding dimensions and hidden units of lowest
+weight norm down to `--keep` sizes, and fine-tunes.
+
+The hidden states are carried across consecutive batches of 20 parallel
+streams and reset at every epoch start and evaluation. Every epoch prints
+one line and writes a checkpoint to `--out`; `--resume` continues from it.
+At the end `--out` holds `model.keras` (the plain or gated model) and
+`results.json` with the validation and test perplexity. Shrinking a gated
+model and exporting it is a separate step (`ptb_shrink.py`, then
+`keras-l0-shrink`). This script and `ptb_lm.py` never import TensorFlow
+themselves: they run on any Keras backend, e.g. with `KERAS_BACKEND=jax` on
+a GPU machine without TensorFlow.
+
+Examples:
+
+```
+python examples/ptb/ptb_language_model.py --config small --model dense \\
+    --out runs/ptb-small-dense
+python examples/ptb/ptb_language_model.py --config small --model gated \\
+    --l0-penalty 1e-6 --finetune-epochs 2 --out runs/ptb-small-gated
+python examples/ptb/ptb_language_model.py --config small --model magnitude \\
+    --dense-model runs/ptb-small-dense/model.keras --keep 200,120,100 \\
+    --finetune-epochs 4 --out runs/ptb-small-magnitude
+```
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+from keras_l0.datasets import ptb  # noqa: E402
+
+import ptb_lm  # noqa: E402
+from ptb_lm import UsageError  # noqa: E402
+
+PROG = os.path.basename(__file__)
+STATE_NAME = "state.json"
+MODEL_NAME = "model.keras"
+RESULTS_NAME = "results.json"
+# Arguments that may differ between a run and its --resume.
+NOT_RUN_DEFINING = ("resume", "data_dir", "out", "steps_per_execution")
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _sizes(text):
+    try:
+        return [int(size) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        )
+
+
+def build_parser():
+    parser = ptb_lm.ArgumentParser(
+        prog=PROG,
+        description="Train a Zaremba et al. (2014) PTB language model: "
+        "dense, L0-gated or magnitude-pruned.",
+    )
+    parser.add_argument(
+        "--model", choices=("dense", "gated", "magnitude"), default="dense"
+    )
+    parser.add_argument(
+        "--config", choices=sorted(ptb_lm.CONFIGS), default="small"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help=f"folder with ptb.{{train,valid,test}}.txt.gz (default: "
+        f"${ptb.ENV_VAR}, else ../shared/data/ptb next to the repository)",
+    )
+    parser.add_argument(
+        "--out",
+        help="folder for checkpoints and results (default: "
+        "runs/ptb-<config>-<model>)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_non_negative_int,
+        help="training epochs (default: the config's)",
+    )
+    parser.add_argument(
+        "--num-steps",
+        type=ptb_lm.positive_int,
+        help="unrolled steps per window (default: the config's: 20 for "
+        "small, as in Zaremba's code, 35 for medium and large)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=ptb_lm.positive_int,
+        help="use only the first N windows of every epoch and evaluation "
+        "(smoke runs and timing)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--l0-penalty",
+        type=float,
+        help="gated: λ per expected surviving weight, in units of the mean "
+        "token loss; the fixed value, the --l0-warmup target or the "
+        "--budget starting value",
+    )
+    parser.add_argument(
+        "--l0-warmup",
+        type=_non_negative_int,
+        default=0,
+        help="gated: ramp λ up to --l0-penalty over this many epochs "
+        "(keras_l0.callbacks.L0Warmup)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="gated: adapt λ to land on this budget "
+        "(keras_l0.callbacks.BudgetController)",
+    )
+    parser.add_argument(
+        "--budget-metric",
+        choices=("params", "neurons", "flops"),
+        default="params",
+        help="gated: what --budget counts (default: params)",
+    )
+    parser.add_argument(
+        "--penalty-form", choices=("weights", "neurons"), default="weights"
+    )
+    parser.add_argument(
+        "--initial-keep-probability", type=float, default=0.9
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=_non_negative_int,
+        default=0,
+        help="gated: epochs with the gates frozen after training; "
+        "magnitude: epochs after pruning",
+    )
+    parser.add_argument(
+        "--finetune-lr",
+        type=float,
+        help="learning rate (Zaremba scale) of the fine-tuning epochs, "
+        "constant (default: the config's last-epoch learning rate)",
+    )
+    parser.add_argument(
+        "--dense-model",
+        help="magnitude: the trained dense model.keras to prune",
+    )
+    parser.add_argument(
+        "--keep",
+        type=_sizes,
+        help="magnitude: kept sizes EMBEDDING,UNITS1,UNITS2",
+    )
+    parser.add_argument(
+        "--eval-batch-size",
+        type=ptb_lm.positive_int,
+        help="streams for the final validation and test perplexity "
+        "(default: the training batch size)",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=ptb_lm.positive_int,
+        default=1,
+        help="training steps per compiled call (speed on accelerators)",
+    )
+    return parser
+
+
+def check_args(args):
+    """Raises `UsageError` for arguments that do not fit together."""
+    if args.model == "gated":
+        if args.l0_penalty is None or args.l0_penalty < 0:
+            raise UsageError("--model gated needs --l0-penalty >= 0")
+        if args.budget is not None and args.l0_warmup:
+            raise UsageError("--budget and --l0-warmup both set λ: pass one")
+    elif args.l0_penalty is not None or args.budget is not None:
+        raise UsageError("--l0-penalty and --budget need --model gated")
+    elif args.l0_warmup:
+        raise UsageError("--l0-warmup needs --model gated")
+    if args.model == "magnitude":
+        if args.dense_model is None or args.keep is None:
+            raise UsageError("--model magnitude needs --dense-model and --keep")
+        if not os.path.isfile(args.dense_model):
+            raise UsageError(f"no such file: --dense-model {args.dense_model}")
+    elif args.dense_model is not None or args.keep is not None:
+        raise UsageError("--dense-model and --keep need --model magnitude")
+    if args.model == "dense" and args.finetune_epochs:
+        raise UsageError("--finetune-epochs needs --model gated or magnitude")
+    if args.finetune_lr is not None and not args.finetune_lr > 0:
+        raise UsageError("--finetune-lr must be > 0")
+
+
+def phases(args, config):
+    """The run's phases: (name, epochs, learning rate per 0-based epoch)."""
+    finetune_lr = args.finetune_lr
+    if finetune_lr is None:
+        finetune_lr = config.learning_rate(config.epochs - 1)
+    plan = []
+    if args.model != "magnitude":
+        epochs = config.epochs if args.epochs is None else args.epochs
+        plan.append(("train", epochs, config.learning_rate))
+    if args.model != "dense" and args.finetune_epochs:
+        plan.append(
+            ("finetune", args.finetune_epochs, lambda epoch: finetune_lr)
+        )
+    return plan
+
+
+class Run:
+    """The output folder: checkpoints, state and results."""
+
+    def __init__(self, out):
+        self.out = out
+        self.state_path = os.path.join(out, STATE_NAME)
+
+    def load_state(self):
+        with open(self.state_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def save_checkpoint(self, model, state, phase, epoch):
+        """Saves `model` and a new `state` pointing at it, then removes the
+        previous checkpoint."""
+        previous = state.get("checkpoint")
+        name = f"checkpoint-{phase}-{epoch:03d}.keras"
+        ptb_lm.write_atomically(os.path.join(self.out, name), model.save)
+        state.update(phase=phase, epoch=epoch, checkpoint=name)
+        ptb_lm.write_json(self.state_path, state)
+        if previous and previous != name:
+            os.remove(os.path.join(self.out, previous))
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Prints one line per epoch and writes the checkpoint."""
+
+    def __init__(
+        self, run, state, plain, phase_index, phase, epochs, learning_rate
+    ):
+        super().__init__()
+        self.run = run
+        self.state = state
+        self.plain = plain
+        self.phase_index = phase_index
+        self.phase = phase
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        self.first_step = None
+        self.steps_after_first = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step, self.first_step_end = batch, now
+        self.steps_after_first = batch - self.first_step
+        self.train_end = now
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.start
+        model = self.model
+        lr = self.learning_rate(epoch)
+        step_ms = None
+        if self.steps_after_first:
+            step_ms = (
+                1000.0
+                * (self.train_end - self.first_step_end)
+                / self.steps_after_first
+            )
+        entry = dict(
+            phase=self.phase,
+            epoch=epoch + 1,
+            lr=lr,
+            train_perplexity=math.exp(logs["nll"]),
+            val_perplexity=math.exp(logs["val_nll"]),
+            neurons=ptb_lm.gate_counts(model.stack),
+            l0_penalty=ptb_lm.l0_penalties(model.stack),
+            seconds=seconds,
+            train_seconds=self.train_end - self.start,
+            ms_per_step=step_ms,
+        )
+        line = (
+            f"{self.phase} epoch {epoch + 1}/{self.epochs}  lr {lr:.4g}  "
+            f"train ppl {entry['train_perplexity']:.2f}  "
+            f"val ppl {entry['val_perplexity']:.2f}  "
+            f"{ptb_lm.format_counts(entry['neurons'])}"
+        )
+        if entry["l0_penalty"]:
+            lambdas = ", ".join(f"{value:.3g}" for value in entry["l0_penalty"])
+            line += f"  λ {lambdas}"
+        line += f"  {seconds:.1f} s (train {entry['train_seconds']:.1f} s"
+        if step_ms is not None:
+            line += f", {step_ms:.1f} ms/step"
+        print(line + ")", flush=True)
+        self.state["history"].append(entry)
+        model.to_model(self.plain)
+        self.run.save_checkpoint(
+            self.plain, self.state, self.phase_index, epoch + 1
+        )
+
+
+def l0_callbacks(args):
+    if args.budget is None and not args.l0_warmup:
+        return []
+    from keras_l0 import callbacks
+
+    result = []
+    if args.l0_warmup:
+        result.append(callbacks.L0Warmup(args.l0_penalty, args.l0_warmup))
+    if args.budget is not None:
+        result.append(
+            callbacks.BudgetController(args.budget, metric=args.budget_metric)
+        )
+    return result
+
+
+def initial_model(args, config, data):
+    if args.model == "magnitude":
+        dense = keras.models.load_model(args.dense_model, compile=False)
+        try:
+            slim, _ = ptb_lm.magnitude_prune(dense, args.keep)
+        except ValueError as e:
+            raise UsageError(f"--keep / --dense-model: {e}")
+        return slim
+    gate_kwargs = None
+    if args.model == "gated":
+        gate_kwargs = dict(
+            l0_penalty=args.l0_penalty,
+            penalty_form=args.penalty_form,
+            initial_keep_probability=args.initial_keep_probability,
+        )
+    return ptb_lm.build_model(
+        len(data.vocabulary),
+        config.units,
+        [config.units] * config.layers,
+        dropout=config.dropout,
+        init_scale=config.init_scale,
+        gated=args.model == "gated",
+        gate_kwargs=gate_kwargs,
+        seed=args.seed,
+    )
+
+
+def run_defining(args):
+    values = {
+        name: value
+        for name, value in vars(args).items()
+        if name not in NOT_RUN_DEFINING
+    }
+    return json.loads(json.dumps(values))
+
+
+def previous_state(args, run):
+    """The state of the run in `--out` to resume, or `None` for a new run.
+
+    Raises:
+        UsageError: `--resume` without a run, a run without `--resume`, or
+            arguments that differ from the resumed run's.
+    """
+    exists = os.path.exists(run.state_path)
+    if not args.resume:
+        if exists:
+            raise UsageError(
+                f"{run.out!r} already holds a run: pass --resume or another "
+                "--out"
+            )
+        return None
+    if not exists:
+        raise UsageError(f"--resume: no run in {run.out!r}")
+    state = run.load_state()
+    saved, given = state["args"], run_defining(args)
+    differing = sorted(
+        name
+        for name in set(saved) | set(given)
+        if saved.get(name) != given.get(name)
+    )
+    if differing:
+        raise UsageError(
+            "--resume: arguments differ from the run's: "
+            + ", ".join(
+                f"--{name.replace('_', '-')} (was {saved.get(name)!r})"
+                for name in differing
+            )
+        )
+    return state
+
+
+def start(args, config, data, run, state):
+    """Returns `(plain_model, state)`: the resumed run's last checkpoint,
+    or a new model saved as the first checkpoint."""
+    if state is not None:
+        path = os.path.join(run.out, state["checkpoint"])
+        return keras.models.load_model(path, compile=False), state
+    plain = initial_model(args, config, data)
+    os.makedirs(run.out, exist_ok=True)
+    state = dict(args=run_defining(args), history=[])
+    run.save_checkpoint(plain, state, 0, 0)
+    return plain, state
+
+
+def train(args, config, data, run, plain, state):
+    plan = phases(args, config)
+    for phase_index, (phase, epochs, learning_rate) in enumerate(plan):
+        if phase_index < state["phase"]:
+            continue
+        done = state["epoch"] if phase_index == state["phase"] else 0
+        if done >= epochs:
+            continue
+        carried = ptb_lm.CarriedStateModel(plain, config.batch_size)
+        if phase == "finetune":
+            ptb_lm.freeze_gates(carried.stack)
+        ptb_lm.compile_model(
+            carried,
+            lr=config.lr,
+            clip=config.clip,
+            num_steps=config.num_steps,
+            steps_per_execution=args.steps_per_execution,
+        )
+        callbacks = [
+            ptb_lm.ResetCarry(),
+            keras.callbacks.LearningRateScheduler(
+                lambda epoch: learning_rate(epoch) * config.num_steps
+            ),
+        ]
+        if phase == "train" and args.model == "gated":
+            callbacks += l0_callbacks(args)
+        callbacks.append(
+            EpochEnd(
+                run, state, plain, phase_index, phase, epochs, learning_rate
+            )
+        )
+        carried.fit(
+            ptb_lm.WindowDataset(
+                data.train, config.batch_size, config.num_steps, args.max_steps
+            ),
+            validation_data=ptb_lm.WindowDataset(
+                data.valid, config.batch_size, config.num_steps, args.max_steps
+            ),
+            epochs=epochs,
+            initial_epoch=done,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        if phase_index + 1 < len(plan):
+            run.save_checkpoint(plain, state, phase_index + 1, 0)
+
+
+def finish(args, config, data, run, plain, state):
+    ptb_lm.write_atomically(os.path.join(run.out, MODEL_NAME), plain.save)
+    batch_size = args.eval_batch_size or config.batch_size
+    results = dict(
+        model=args.model,
+        config=args.config,
+        eval_batch_size=batch_size,
+        num_steps=config.num_steps,
+        max_windows=args.max_steps,
+        neurons=ptb_lm.gate_counts(ptb_lm.chain_layers(plain)),
+        params=plain.count_params(),
+    )
+    for split, value in ptb_lm.perplexities(
+        plain,
+        {"valid": data.valid, "test": data.test},
+        batch_size,
+        config.num_steps,
+        args.max_steps,
+    ).items():
+        results[f"{split}_perplexity"] = value
+    results["history"] = state["history"]
+    ptb_lm.write_json(os.path.join(run.out, RESULTS_NAME), results)
+    partial = f" (first {args.max_steps} windows)" if args.max_steps else ""
+    print(
+        f"{args.model} {args.config}: valid ppl "
+        f"{results['valid_perplexity']:.2f}, test ppl "
+        f"{results['test_perplexity']:.2f}{partial}; "
+        f"{ptb_lm.format_counts(results['neurons'])}; saved "
+        f"{os.path.join(run.out, MODEL_NAME)}",
+        flush=True,
+    )
+    return results
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        check_args(args)
+        config = ptb_lm.CONFIGS[args.config]
+        if args.num_steps:
+            config = dataclasses.replace(config, num_steps=args.num_steps)
+        run = Run(
+            args.out or os.path.join("runs", f"ptb-{args.config}-{args.model}")
+        )
+        state = previous_state(args, run)
+        try:
+            data = ptb.load(args.data_dir)
+        except (FileNotFoundError, ptb.PTBChecksumError) as e:
+            raise UsageError(str(e))
+        keras.utils.set_random_seed(args.seed)
+        plain, state = start(args, config, data, run, state)
+        train(args, config, data, run, plain, state)
+        finish(args, config, data, run, plain, state)
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_l0.datasets import ptb
+from keras_l0.layers.gating import block_columns
+
+EXAMPLE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "examples",
+    "ptb",
+)
+sys.path.insert(0, EXAMPLE_DIR)
+
+import ptb_language_model  # noqa: E402
+import ptb_lm  # noqa: E402
+import ptb_shrink  # noqa: E402
+
+
+def _data_dir():
+    try:
+        return ptb.resolve_data_dir()
+    except FileNotFoundError:
+        return None
+
+
+requires_data = pytest.mark.skipif(
+    _data_dir() is None,
+    reason=f"Penn Treebank folder not found: set {ptb.ENV_VAR} to a folder "
+    "with ptb.{train,valid,test}.txt.gz",
+)
+
+VOCABULARY = 30
+TINY = ["--config", "tiny", "--max-steps", "6"]
+
+
+def _tiny_model(gated=False, dropout=0.0, units=(5, 4), seed=1):
+    return ptb_lm.build_model(
+        VOCABULARY,
+        6,
+        list(units),
+        dropout=dropout,
+        init_scale=0.5,
+        gated=gated,
+        seed=seed,
+    )
+
+
+def _set_gates(model, seed=0):
+    """Closes, opens and half-opens gates: log_alpha in {-9, 0.5, 9}."""
+    rng = np.random.default_rng(seed)
+    for layer in filter(ptb_lm.is_gated, model.layers):
+        cell = layer.cell
+        for log_alpha in (cell.input_log_alpha, cell.hidden_log_alpha):
+            if log_alpha is not None:
+                values = rng.choice([-9.0, 0.5, 9.0], log_alpha.shape)
+                values[0] = 0.5
+                log_alpha.assign(values.astype("float32"))
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_carried_state_continues_the_sequence(gated):
+    model = _tiny_model(gated=gated, dropout=0.3)
+    if gated:
+        _set_gates(model)
+    tokens = np.random.default_rng(0).integers(0, VOCABULARY, (3, 12))
+    full = np.asarray(model(tokens, training=False))
+    carried = ptb_lm.CarriedStateModel(model, batch_size=3)
+    pieces = [
+        np.asarray(carried(tokens[:, i : i + 4], training=False))
+        for i in (0, 4, 8)
+    ]
+    np.testing.assert_allclose(np.concatenate(pieces, 1), full, atol=1e-5)
+    carried.reset_carry()
+    np.testing.assert_allclose(
+        np.asarray(carried(tokens[:, 4:8], training=False)),
+        np.asarray(model(tokens[:, 4:8], training=False)),
+        atol=1e-5,
+    )
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def test_perplexity_is_exp_mean_token_nll():
+    model = _tiny_model(dropout=0.5)
+    ids = np.random.default_rng(1).integers(0, VOCABULARY, 130)
+    # 2 streams of 65 tokens: (65 - 1) // 8 = 8 windows, 64 targets each.
+    rows = ptb.streams(ids, 2)
+    log_p = _log_softmax(np.asarray(model(rows[:, :64], training=False)))
+    targets = rows[:, 1:65]
+    nll = -np.take_along_axis(log_p, targets[..., None], -1).mean()
+    assert ptb_lm.perplexities(model, {"a": ids}, 2, 8)["a"] == pytest.approx(
+        math.exp(nll), rel=1e-5
+    )
+    first = -np.take_along_axis(
+        log_p[:, :16], targets[:, :16, None], -1
+    ).mean()
+    both = ptb_lm.perplexities(model, {"a": ids, "b": ids}, 2, 8, max_windows=2)
+    assert both["a"] == both["b"] == pytest.approx(math.exp(first), rel=1e-5)
+
+
+def test_fit_carries_state_across_batches_and_resets():
+    model = _tiny_model()
+    ids = np.random.default_rng(2).integers(0, VOCABULARY, 2 * 17)
+    carried = ptb_lm.CarriedStateModel(model, batch_size=2)
+    ptb_lm.compile_model(carried, lr=0.0, num_steps=4)
+    dataset = ptb_lm.WindowDataset(ids, 2, 4, max_windows=3)
+    carried.fit(
+        dataset,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[ptb_lm.ResetCarry()],
+    )
+    # After the second epoch's 3 windows the state is that of 12 tokens
+    # read from zero, so window 3 continues the full sequence.
+    rows = ptb.streams(ids, 2)
+    full = np.asarray(model(rows[:, :16], training=False))
+    np.testing.assert_allclose(
+        np.asarray(carried(rows[:, 12:16], training=False)),
+        full[:, 12:16],
+        atol=1e-5,
+    )
+    carried(rows[:, :4], training=False)
+    logs = carried.evaluate(
+        dataset, verbose=0, return_dict=True, callbacks=[ptb_lm.ResetCarry()]
+    )
+    expected = ptb_lm.perplexities(model, {"a": ids}, 2, 4, max_windows=3)["a"]
+    assert math.exp(logs["nll"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_freeze_gates_keeps_the_inference_output():
+    model = _tiny_model(gated=True)
+    _set_gates(model)
+    tokens = np.random.default_rng(3).integers(0, VOCABULARY, (2, 7))
+    before = np.asarray(model(tokens, training=False))
+    layers = ptb_lm.chain_layers(model)
+    ptb_lm.freeze_gates(layers)
+    np.testing.assert_allclose(
+        np.asarray(model(tokens, training=False)), before, atol=1e-5
+    )
+    for _ in range(3):
+        np.testing.assert_allclose(
+            np.asarray(model(tokens, training=True)), before, atol=1e-5
+        )
+    trainable = {v.path for v in model.trainable_variables}
+    assert not any("log_alpha" in path for path in trainable)
+    assert any("kernel" in path for path in trainable)
+    weights = [np.array(w) for w in model.get_weights()]
+    ptb_lm.freeze_gates(layers)
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_neuron_norms_count_every_removed_weight_once():
+    model = _tiny_model()
+    layers = [layer for layer in ptb_lm.chain_layers(model) if layer.weights]
+    norms = ptb_lm.neuron_norms(model)
+    assert [len(n) for n in norms] == [6, 5, 4]
+    total = sum(float(np.sum(np.square(w))) for w in model.get_weights())
+    lstm, consumer = layers[1], layers[2]
+    for unit in range(5):
+        weights = {w.path: np.array(w) for w in model.weights}
+        kernel, recurrent, bias = (
+            lstm.cell.kernel.path,
+            lstm.cell.recurrent_kernel.path,
+            lstm.cell.bias.path,
+        )
+        columns = block_columns(5, 4, [unit])
+        weights[kernel][:, columns] = 0
+        weights[recurrent][:, columns] = 0
+        weights[recurrent][unit, :] = 0
+        weights[bias][columns] = 0
+        weights[consumer.cell.kernel.path][unit, :] = 0
+        left = sum(float(np.sum(np.square(w))) for w in weights.values())
+        assert norms[1][unit] ** 2 == pytest.approx(total - left, rel=1e-4)
+
+
+def test_magnitude_prune_keeps_the_largest_neurons():
+    model = _tiny_model(dropout=0.2)
+    lstm = [layer for layer in model.layers if ptb_lm.is_recurrent(layer)][0]
+    cell = lstm.cell
+    big = [1, 3]
+    kernel = np.array(cell.kernel)
+    kernel[:, block_columns(5, 4, big)] *= 20
+    cell.kernel.assign(kernel)
+    slim, kept = ptb_lm.magnitude_prune(model, [4, 2, 3])
+    assert kept[1].tolist() == big
+    assert [len(k) for k in kept] == [4, 2, 3]
+    slim_lstms = list(filter(ptb_lm.is_recurrent, ptb_lm.chain_layers(slim)))
+    assert [layer.cell.units for layer in slim_lstms] == [2, 3]
+    assert all(type(layer) is keras.layers.LSTM for layer in slim_lstms)
+
+    # The original with the dropped neurons cut off computes the same.
+    cut = keras.models.clone_model(model)
+    cut.set_weights(model.get_weights())
+    layers = [layer for layer in ptb_lm.chain_layers(cut) if layer.weights]
+    for group, (producer, consumer) in enumerate(zip(layers, layers[1:])):
+        dropped = np.setdiff1d(np.arange([6, 5, 4][group]), kept[group])
+        reader = consumer.cell if ptb_lm.is_recurrent(consumer) else consumer
+        reader_kernel = np.array(reader.kernel)
+        reader_kernel[dropped] = 0
+        reader.kernel.assign(reader_kernel)
+        if ptb_lm.is_recurrent(producer):
+            recurrent = np.array(producer.cell.recurrent_kernel)
+            recurrent[dropped] = 0
+            producer.cell.recurrent_kernel.assign(recurrent)
+    tokens = np.random.default_rng(4).integers(0, VOCABULARY, (2, 9))
+    np.testing.assert_allclose(
+        np.asarray(slim(tokens, training=False)),
+        np.asarray(cut(tokens, training=False)),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="Kept sizes"):
+        ptb_lm.magnitude_prune(model, [4, 6, 3])
+    with pytest.raises(ValueError, match="needs 3 sizes"):
+        ptb_lm.magnitude_prune(model, [4, 2])
+
+
+def test_missing_data_is_one_error_line(tmp_path, capsys):
+    status = ptb_language_model.main(
+        ["--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "does not exist" in err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_usage_errors(tmp_path, capsys):
+    for argv, message in (
+        (["--model", "gated"], "needs --l0-penalty >= 0"),
+        (["--model", "dense", "--l0-penalty", "1e-5"], "need --model gated"),
+        (["--model", "magnitude"], "needs --dense-model and --keep"),
+        (["--keep", "1,x"], "comma-separated"),
+    ):
+        assert ptb_language_model.main(argv + ["--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
+def _results(folder):
+    with open(os.path.join(folder, "results.json")) as f:
+        return json.load(f)
+
+
+def _epoch_lines(text):
+    return [line for line in text.splitlines() if " epoch " in line]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@requires_data
+def test_dense_run_resumes_then_magnitude_prunes_it(
+    tmp_path, capsys, monkeypatch
+):
+    dense = str(tmp_path / "dense")
+    argv = TINY + ["--out", dense]
+    on_epoch_end = ptb_language_model.EpochEnd.on_epoch_end
+
+    def interrupt_after_first(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        raise _Interrupted()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            ptb_language_model.EpochEnd, "on_epoch_end", interrupt_after_first
+        )
+        with pytest.raises(_Interrupted):
+            ptb_language_model.main(argv)
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert len(lines) == 1 and lines[0].startswith("train epoch 1/2  lr 1  ")
+    assert "val ppl" in lines[0] and "units 16/16, 16/16" in lines[0]
+    assert not os.path.exists(os.path.join(dense, "results.json"))
+
+    assert ptb_language_model.main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert ptb_language_model.main(argv + ["--resume", "--seed", "3"]) == 2
+    assert "--seed (was 0)" in capsys.readouterr().err
+
+    assert ptb_language_model.main(argv + ["--resume"]) == 0
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert len(lines) == 1 and lines[0].startswith("train epoch 2/2  lr 0.5  ")
+    results = _results(dense)
+    assert results["max_windows"] == 6
+    assert [entry["epoch"] for entry in results["history"]] == [1, 2]
+    assert [entry["lr"] for entry in results["history"]] == [1.0, 0.5]
+    for split in ("valid", "test"):
+        assert 1 < results[f"{split}_perplexity"] < 1e5
+    checkpoints = [f for f in os.listdir(dense) if f.startswith("checkpoint")]
+    assert checkpoints == ["checkpoint-0-002.keras"]
+    model = keras.models.load_model(os.path.join(dense, "model.keras"))
+    assert model.count_params() == results["params"]
+
+    magnitude = str(tmp_path / "magnitude")
+    argv = TINY + [
+        "--model", "magnitude", "--dense-model",
+        os.path.join(dense, "model.keras"), "--keep", "8,10,6",
+        "--finetune-epochs", "1", "--out", magnitude,
+    ]  # fmt: skip
+    assert ptb_language_model.main(argv) == 0
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert len(lines) == 1 and "finetune epoch 1/1" in lines[0]
+    assert "units 10/10, 6/6" in lines[0]
+    assert _results(magnitude)["neurons"][0]["inputs"] == 8
+
+
+@requires_data
+def test_gated_run_on_jax_without_tensorflow_then_shrink(tmp_path, capsys):
+    out = str(tmp_path / "gated")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; "
+        f"sys.path.insert(0, {EXAMPLE_DIR!r}); "
+        "import ptb_language_model as m; "
+        "status = m.main(sys.argv[1:]); "
+        "assert not any(n.startswith('tensorflow') and sys.modules[n] "
+        "for n in sys.modules), 'tensorflow was imported'; "
+        "sys.exit(status)"
+    )
+    argv = TINY[:2] + [
+        "--max-steps", "3", "--epochs", "1", "--model", "gated",
+        "--l0-penalty", "1e-5", "--initial-keep-probability", "0.6",
+        "--finetune-epochs", "1", "--out", out,
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = _epoch_lines(result.stdout)
+    assert len(lines) == 2 and lines[1].startswith("finetune epoch 1/1")
+    assert "λ 1e-05, 1e-05" in lines[0]
+    results = _results(out)
+
+    # The separate shrink step, here on this process's backend.
+    status = ptb_shrink.main(
+        [os.path.join(out, "model.keras"), "--config", "tiny",
+         "--max-steps", "3"]
+    )  # fmt: skip
+    assert status == 0
+    with open(os.path.join(out, "shrink.json")) as f:
+        report = json.load(f)
+    assert report["max_logit_difference"] < 1e-4
+    for split in ("valid", "test"):
+        for name in ("gated", "slim"):
+            assert report[name][f"{split}_perplexity"] == pytest.approx(
+                results[f"{split}_perplexity"], rel=1e-4
+            )
+    slim = keras.models.load_model(os.path.join(out, "slim.keras"))
+    assert not any(ptb_lm.is_gated(layer) for layer in slim.layers)
