@@ -40,25 +40,6 @@ class GatedGRUCell(GatedCellMixin, GRUCell):
 
     num_blocks = 3
 
-    def __init__(
-        self,
-        units,
-        input_gates=True,
-        hidden_gates=True,
-        l0_penalty=DEFAULT_L0_PENALTY,
-        penalty_form="weights",
-        initial_keep_probability=DEFAULT_KEEP_PROBABILITY,
-        **kwargs,
-    ):
-        super().__init__(units, **kwargs)
-        self._init_gates(
-            input_gates,
-            hidden_gates,
-            l0_penalty,
-            penalty_form,
-            initial_keep_probability,
-        )
-
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedGRU(GatedRNNMixin, GRU):
@@ -111,11 +92,15 @@ class GatedGRU(GatedRNNMixin, GRU):
 
     Example:
 
-    >>> inputs = keras.Input((None, 16))
-    >>> x = keras_l0.GatedGRU(32, l0_penalty=1e-4)(inputs)
-    >>> model = keras.Model(inputs, keras.layers.Dense(1)(x))
-    >>> len(model.losses) >= 0
-    True
+    ```python
+    inputs = keras.Input((None, 16))
+    x = keras_l0.GatedGRU(64, l0_penalty=1e-5)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile("adam", "mse")
+    model.fit(x_train, y_train, callbacks=[keras_l0.callbacks.GateMonitor()])
+    keras_l0.summary(model)
+    slim = keras_l0.shrink(model)  # plain keras.layers.GRU, fewer units
+    ```
     """
 
     def __init__(

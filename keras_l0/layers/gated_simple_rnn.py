@@ -34,25 +34,6 @@ class GatedSimpleRNNCell(GatedCellMixin, SimpleRNNCell):
 
     num_blocks = 1
 
-    def __init__(
-        self,
-        units,
-        input_gates=True,
-        hidden_gates=True,
-        l0_penalty=DEFAULT_L0_PENALTY,
-        penalty_form="weights",
-        initial_keep_probability=DEFAULT_KEEP_PROBABILITY,
-        **kwargs,
-    ):
-        super().__init__(units, **kwargs)
-        self._init_gates(
-            input_gates,
-            hidden_gates,
-            l0_penalty,
-            penalty_form,
-            initial_keep_probability,
-        )
-
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedSimpleRNN(GatedRNNMixin, SimpleRNN):

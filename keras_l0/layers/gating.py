@@ -60,14 +60,17 @@ class GatedCellMixin:
 
     num_blocks = 1
 
-    def _init_gates(
+    def __init__(
         self,
-        input_gates,
-        hidden_gates,
-        l0_penalty,
-        penalty_form,
-        initial_keep_probability,
+        units,
+        input_gates=True,
+        hidden_gates=True,
+        l0_penalty=DEFAULT_L0_PENALTY,
+        penalty_form="weights",
+        initial_keep_probability=DEFAULT_KEEP_PROBABILITY,
+        **kwargs,
     ):
+        super().__init__(units, **kwargs)
         if penalty_form not in PENALTY_FORMS:
             raise ValueError(
                 f"`penalty_form` must be one of {PENALTY_FORMS}. "
