@@ -383,6 +383,8 @@ def test_stateful_layer_carries_raw_state():
 @pytest.mark.parametrize("cls", [keras_l0.GatedLSTM, keras_l0.GatedGRU])
 def test_bidirectional_never_takes_the_ungated_fused_path(cls):
     layer = keras.layers.Bidirectional(cls(4, return_sequences=True))
+    clone = keras.layers.Bidirectional.from_config(layer.get_config())
+    off = keras.layers.Bidirectional(cls(4, use_cudnn=False))
     layer.build((3, 6, 5))
     assert not layer._can_attempt_fused_lstm(None)
     assert not layer._can_attempt_fused_gru(None)
@@ -396,3 +398,9 @@ def test_bidirectional_never_takes_the_ungated_fused_path(cls):
     layer.forward_layer.inner_loop = spy
     layer(_inputs())
     assert seen == ["auto"]
+    for wrapper in (clone, off):
+        wrapper.build((3, 6, 5))
+        assert not wrapper._can_attempt_fused_lstm(None)
+        assert not wrapper._can_attempt_fused_gru(None)
+    assert off.backward_layer._use_cudnn is False
+    assert clone.forward_layer._use_cudnn == "auto"

@@ -242,6 +242,18 @@ class GatedCellMixin:
         return {**super().get_config(), **self.gate_config()}
 
 
+class _SettingOutsideCall:
+    """A layer's `use_cudnn` as seen from outside its call (see below)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+
 class GatedRNNMixin:
     """The layer side: gates drawn once per batch, penalty added once.
 
@@ -260,7 +272,7 @@ class GatedRNNMixin:
                 "Expected one of {'auto', True, False}. "
                 f"Received: use_cudnn={use_cudnn}"
             )
-        self._use_cudnn = use_cudnn
+        self.use_cudnn = use_cudnn
         if backend.backend() == "tensorflow" and use_cudnn in (True, "auto"):
             from keras.src.backend.tensorflow.rnn import cudnn_ok
 
@@ -279,10 +291,19 @@ class GatedRNNMixin:
     @property
     def use_cudnn(self):
         # `keras.layers.Bidirectional` sends an LSTM/GRU pair whose
-        # `use_cudnn` allows it through a fused kernel that reads the raw cell
-        # weights, skipping the gates and the penalty. Outside its own call
-        # the layer reports False, so each gated direction is called instead.
-        return self._use_cudnn if self.cell._gated_weights_active else False
+        # `use_cudnn` is True or "auto" through a fused kernel that reads the
+        # raw cell weights, skipping the gates and the penalty. Outside its
+        # own call the layer shows its setting wrapped, which that check
+        # rejects, so each gated direction is called instead.
+        if self.cell._gated_weights_active:
+            return self._use_cudnn
+        return _SettingOutsideCall(self._use_cudnn)
+
+    @use_cudnn.setter
+    def use_cudnn(self, value):
+        if isinstance(value, _SettingOutsideCall):
+            value = value.value
+        self._use_cudnn = value
 
     @property
     def input_gates(self):
