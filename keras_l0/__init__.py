@@ -1,5 +1,6 @@
 """keras-l0: remove whole neurons from Keras recurrent networks."""
 
+from keras_l0 import callbacks
 from keras_l0 import hard_concrete
 from keras_l0.layers import GatedGRU
 from keras_l0.layers import GatedGRUCell

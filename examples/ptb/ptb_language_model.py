@@ -321,7 +321,7 @@ class EpochEnd(keras.callbacks.Callback):
         )
 
 
-def l0_callbacks(args):
+def l0_callbacks(args, plain):
     if args.budget is None and not args.l0_warmup:
         return []
     from keras_l0 import callbacks
@@ -331,7 +331,9 @@ def l0_callbacks(args):
         result.append(callbacks.L0Warmup(args.l0_penalty, args.l0_warmup))
     if args.budget is not None:
         result.append(
-            callbacks.BudgetController(args.budget, metric=args.budget_metric)
+            callbacks.BudgetController(
+                args.budget, metric=args.budget_metric, model=plain
+            )
         )
     return result
 
@@ -445,7 +447,7 @@ def train(args, config, data, run, plain, state):
             ),
         ]
         if phase == "train" and args.model == "gated":
-            callbacks += l0_callbacks(args)
+            callbacks += l0_callbacks(args, plain)
         callbacks.append(
             EpochEnd(
                 run, state, plain, phase_index, phase, epochs, learning_rate
