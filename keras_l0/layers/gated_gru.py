@@ -10,7 +10,7 @@ from keras_l0.layers.gating import DEFAULT_L0_PENALTY
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedGRUCell(GatedCellMixin, GRUCell):
-    """`keras.layers.GRUCell` with hard-concrete input and hidden gates.
+    """The cell of `GatedGRU`: `keras.layers.GRUCell` with L0 gates.
 
     Used on its own (e.g. in `keras.layers.RNN`) the cell applies the
     deterministic inference gates at every step and adds no penalty. Train
@@ -19,21 +19,13 @@ class GatedGRUCell(GatedCellMixin, GRUCell):
 
     Args:
         units: Positive integer, dimensionality of the output space.
-        input_gates: Boolean, one gate per input feature. Default `True`.
-        hidden_gates: Boolean, one gate per hidden unit. Default `True`.
-        l0_penalty: Float λ >= 0: loss added per expected surviving weight
-            (`penalty_form="weights"`) or per expected surviving neuron
-            (`penalty_form="neurons"`), in the units of the model's loss.
-        penalty_form: `"weights"` (default) or `"neurons"`.
-        initial_keep_probability: P(gate != 0) at initialisation.
-            Default 0.9: the network starts close to dense, with some gate
-            noise, and λ decides what closes.
+        input_gates, hidden_gates, l0_penalty, penalty_form,
+        initial_keep_probability: the gate arguments, as in `GatedGRU`.
         **kwargs: every other argument of `keras.layers.GRUCell`.
 
     Example:
 
-    >>> cell = keras_l0.GatedGRUCell(8)
-    >>> rnn = keras.layers.RNN(cell)
+    >>> rnn = keras.layers.RNN(keras_l0.GatedGRUCell(8))
     >>> rnn(np.zeros((2, 5, 3))).shape
     (2, 8)
     """

@@ -10,19 +10,17 @@ from keras_l0.layers.gating import GatedRNNMixin
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedSimpleRNNCell(GatedCellMixin, SimpleRNNCell):
-    """`keras.layers.SimpleRNNCell` with hard-concrete input and hidden gates.
+    """The cell of `GatedSimpleRNN`: `keras.layers.SimpleRNNCell`, L0 gates.
 
-    Used on its own the cell applies the deterministic inference gates at
-    every step and adds no penalty; train with `GatedSimpleRNN`.
+    Used on its own (e.g. in `keras.layers.RNN`) the cell applies the
+    deterministic inference gates at every step and adds no penalty. Train
+    with `GatedSimpleRNN`, which draws one gate sample per batch and adds
+    the L0 penalty once per forward pass.
 
     Args:
         units: Positive integer, dimensionality of the output space.
-        input_gates: Boolean, one gate per input feature. Default `True`.
-        hidden_gates: Boolean, one gate per hidden unit. Default `True`.
-        l0_penalty: Float λ >= 0, loss per expected surviving weight
-            (or neuron, with `penalty_form="neurons"`).
-        penalty_form: `"weights"` (default) or `"neurons"`.
-        initial_keep_probability: P(gate != 0) at initialisation (0.9).
+        input_gates, hidden_gates, l0_penalty, penalty_form,
+        initial_keep_probability: the gate arguments of `GatedSimpleRNN`.
         **kwargs: every other argument of `keras.layers.SimpleRNNCell`.
 
     Example:
