@@ -479,17 +479,10 @@ def finish(args, config, data, run, plain, state):
         eval_batch_size=batch_size,
         num_steps=config.num_steps,
         max_windows=args.max_steps,
-        neurons=ptb_lm.gate_counts(ptb_lm.chain_layers(plain)),
-        params=plain.count_params(),
+        **ptb_lm.evaluate(
+            plain, data, batch_size, config.num_steps, args.max_steps
+        ),
     )
-    for split, value in ptb_lm.perplexities(
-        plain,
-        {"valid": data.valid, "test": data.test},
-        batch_size,
-        config.num_steps,
-        args.max_steps,
-    ).items():
-        results[f"{split}_perplexity"] = value
     results["history"] = state["history"]
     ptb_lm.write_json(os.path.join(run.out, RESULTS_NAME), results)
     partial = f" (first {args.max_steps} windows)" if args.max_steps else ""

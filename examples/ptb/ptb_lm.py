@@ -387,6 +387,20 @@ def compile_model(model, lr=1.0, clip=5.0, num_steps=1, steps_per_execution=1):
     )
 
 
+def evaluate(model, data, batch_size, num_steps, max_windows=None):
+    """Neurons, parameters and validation/test perplexity of a plain model."""
+    result = dict(
+        neurons=gate_counts(chain_layers(model)),
+        params=model.count_params(),
+    )
+    texts = {"valid": data.valid, "test": data.test}
+    for split, value in perplexities(
+        model, texts, batch_size, num_steps, max_windows
+    ).items():
+        result[f"{split}_perplexity"] = value
+    return result
+
+
 def perplexities(model, texts, batch_size, num_steps, max_windows=None):
     """exp(mean token negative log-likelihood) of a plain model on texts.
 

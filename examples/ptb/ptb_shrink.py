@@ -112,18 +112,9 @@ def main(argv=None):
         max_logit_difference=difference,
     )
     for name, model in (("gated", gated), ("slim", slim)):
-        report[name] = dict(
-            neurons=ptb_lm.gate_counts(ptb_lm.chain_layers(model)),
-            params=model.count_params(),
+        report[name] = ptb_lm.evaluate(
+            model, data, batch_size, config.num_steps, args.max_steps
         )
-        for split, value in ptb_lm.perplexities(
-            model,
-            {"valid": data.valid, "test": data.test},
-            batch_size,
-            config.num_steps,
-            args.max_steps,
-        ).items():
-            report[name][f"{split}_perplexity"] = value
     ptb_lm.write_atomically(os.path.join(out, SLIM_NAME), slim.save)
     ptb_lm.write_json(os.path.join(out, REPORT_NAME), report)
     partial = f" (first {args.max_steps} windows)" if args.max_steps else ""
