@@ -11,6 +11,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_l0", "keras_l0.*"]),
+    py_modules=["keras_l0_shrink"],
     python_requires=">=3.10",
     install_requires=[
         "keras>=3.10,<4",
@@ -29,7 +30,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "keras-l0-shrink=keras_l0.cli:main",
+            "keras-l0-shrink=keras_l0_shrink:main",
         ],
     },
 )

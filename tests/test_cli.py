@@ -162,6 +162,31 @@ def test_failure_leaves_no_output(trained, tmp_path, capsys, monkeypatch):
     assert os.listdir(out) == []
 
 
+def _commands():
+    commands = [[sys.executable, TOOL]]
+    script = os.path.join(os.path.dirname(sys.executable), "keras-l0-shrink")
+    if os.path.exists(script):
+        commands.append([script])
+    return commands
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: c[-1])
+def test_subprocess_user_error_is_one_line(command, tmp_path):
+    """Loading TensorFlow prints log lines on fd 2; none may show."""
+    missing = tmp_path / "missing.keras"
+    result = subprocess.run(
+        [*command, str(missing), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"keras-l0-shrink: error: no such file: {missing}"
+    ]
+
+
 def test_subprocess_force_quantized(trained, tmp_path):
     before = _sha256(trained)
     out = tmp_path / "q"

@@ -362,3 +362,213 @@ def test_gated_run_on_jax_without_tensorflow_then_shrink(tmp_path, capsys):
             )
     slim = keras.models.load_model(os.path.join(out, "slim.keras"))
     assert not any(ptb_lm.is_gated(layer) for layer in slim.layers)
+
+
+def test_small_is_unrolled_for_35_steps():
+    for name in ("small", "medium", "large"):
+        assert ptb_lm.CONFIGS[name].num_steps == 35
+        assert ptb_lm.CONFIGS[name].batch_size == 20
+
+
+def test_new_usage_errors(tmp_path, capsys):
+    model_file = tmp_path / "slim.keras"
+    model_file.write_bytes(b"")
+    existing, absent = str(model_file), str(tmp_path / "absent.keras")
+    gated = ["--model", "gated", "--l0-penalty", "0"]
+    for argv, message in (
+        (["--budget-epochs", "3"], "need --budget"),
+        (["--budget-start", "2"], "need --budget"),
+        (gated + ["--budget-epochs", "3"], "need --budget"),
+        (gated + ["--budget-start", "1"], "need --budget"),
+        (gated + ["--budget", "0.5", "--budget-epochs", "0"], "must be >= 1"),
+        (gated + ["--budget", "0.5", "--budget-start", "-1"], "must be >= 0"),
+        (["--finetune-decay", "0"], "(0, 1]"),
+        (["--finetune-decay", "-0.5"], "(0, 1]"),
+        (["--finetune-decay", "1.01"], "(0, 1]"),
+        (["--finetune-decay", "nan"], "(0, 1]"),
+        (["--finetune-decay", "x"], "invalid float"),
+        (["--model", "retrain"], "needs --from and --finetune-epochs"),
+        (
+            ["--model", "retrain", "--from", existing],
+            "needs --from and --finetune-epochs",
+        ),
+        (
+            ["--model", "retrain", "--finetune-epochs", "1"],
+            "needs --from and --finetune-epochs",
+        ),
+        (
+            ["--model", "retrain", "--from", absent, "--finetune-epochs", "1"],
+            f"no such file: --from {absent}",
+        ),
+        (["--from", existing], "--from needs --model retrain"),
+        (gated + ["--from", existing], "--from needs --model retrain"),
+        (
+            ["--model", "magnitude", "--dense-model", existing, "--keep",
+             "2,2,2", "--from", existing],
+            "--from needs --model retrain",
+        ),
+    ):  # fmt: skip
+        # A data folder that does not exist: should the check be missing,
+        # the run stops there at once, with another message.
+        out = tmp_path / "out"
+        argv = argv + ["--out", str(out), "--data-dir", absent]
+        assert ptb_language_model.main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert message in captured.err, (argv, captured.err)
+        assert captured.err.count("\n") == 1, captured.err
+        assert captured.err.startswith("ptb_language_model.py: error: ")
+        assert not os.path.exists(out)
+
+
+def _args(argv):
+    args = ptb_language_model.build_parser().parse_args(argv)
+    ptb_language_model.check_args(args)
+    return args
+
+
+def _learning_rates(plan):
+    return [
+        (name, [learning_rate(epoch) for epoch in range(epochs)])
+        for name, epochs, learning_rate in plan
+    ]
+
+
+def test_phases_decay_the_finetune_learning_rate():
+    config = ptb_lm.CONFIGS["small"]
+    gated = ["--model", "gated", "--l0-penalty", "0", "--epochs", "5"]
+    plan = ptb_language_model.phases(
+        _args(gated + ["--finetune-epochs", "4", "--finetune-lr", "0.8",
+                       "--finetune-decay", "0.5"]),
+        config,
+    )  # fmt: skip
+    assert _learning_rates(plan) == [
+        ("train", [1.0, 1.0, 1.0, 1.0, 0.5]),
+        ("finetune", [0.8, 0.4, 0.2, 0.1]),
+    ]
+    # Default: the config's last learning rate, constant.
+    last = config.learning_rate(config.epochs - 1)
+    assert last == 0.5**9
+    plan = ptb_language_model.phases(
+        _args(gated + ["--finetune-epochs", "3"]), config
+    )
+    assert _learning_rates(plan)[1] == ("finetune", [last] * 3)
+    plan = ptb_language_model.phases(
+        _args(gated + ["--finetune-epochs", "3", "--finetune-decay", "0.1"]),
+        config,
+    )
+    assert _learning_rates(plan)[1][1] == pytest.approx(
+        [last, last / 10, last / 100]
+    )
+
+    # Retrain and magnitude only fine-tune.
+    args = ptb_language_model.build_parser().parse_args(
+        ["--model", "retrain", "--from", "slim.keras", "--finetune-epochs",
+         "3", "--finetune-lr", "1", "--finetune-decay", "0.25", "--epochs",
+         "7"]
+    )  # fmt: skip
+    assert _learning_rates(ptb_language_model.phases(args, config)) == [
+        ("finetune", [1.0, 0.25, 0.0625])
+    ]
+    args.model = "magnitude"
+    assert _learning_rates(ptb_language_model.phases(args, config)) == [
+        ("finetune", [1.0, 0.25, 0.0625])
+    ]
+    # A dense run has no fine-tuning phase.
+    plan = ptb_language_model.phases(_args(["--finetune-decay", "0.5"]), config)
+    assert [(name, epochs) for name, epochs, _ in plan] == [("train", 13)]
+
+
+def test_budget_schedule_flags_reach_the_controller():
+    from keras_l0.callbacks import BudgetController
+
+    gated = ["--model", "gated", "--l0-penalty", "1e-7", "--budget", "0.3"]
+    (controller,) = ptb_language_model.l0_callbacks(
+        _args(gated + ["--budget-epochs", "5", "--budget-start", "2",
+                       "--budget-metric", "neurons"]),
+        None,
+    )  # fmt: skip
+    assert isinstance(controller, BudgetController)
+    assert controller.target == 0.3 and controller.metric == "neurons"
+    assert (controller.warmup_epochs, controller.start_epoch) == (5, 2)
+    (controller,) = ptb_language_model.l0_callbacks(_args(gated), None)
+    assert (controller.warmup_epochs, controller.start_epoch) == (None, 0)
+
+
+@requires_data
+def test_retrain_fine_tunes_the_shrunk_model(tmp_path, capsys):
+    gated = str(tmp_path / "gated")
+    argv = TINY[:2] + [
+        "--max-steps", "3", "--epochs", "1", "--model", "gated",
+        "--l0-penalty", "0", "--out", gated,
+    ]  # fmt: skip
+    assert ptb_language_model.main(argv) == 0
+    # Close some gates (and half-open others) so that shrinking removes
+    # neurons.
+    path = os.path.join(gated, "model.keras")
+    model = keras.models.load_model(path, compile=False)
+    _set_gates(model, seed=5)
+    model.save(path)
+    counts = ptb_lm.gate_counts(ptb_lm.chain_layers(model))
+    # The slim sizes: the second LSTM reads only the first one's kept units.
+    units = [c["units_active"] for c in counts]
+    sizes = list(zip([counts[0]["inputs_active"]] + units[:-1], units))
+    assert all(0 < size < 16 for pair in sizes for size in pair), sizes
+    assert ptb_shrink.main([path, "--config", "tiny", "--max-steps", "3"]) == 0
+    with open(os.path.join(gated, "shrink.json")) as f:
+        report = json.load(f)
+    slim_path = os.path.join(gated, "slim.keras")
+    slim = keras.models.load_model(slim_path, compile=False)
+    capsys.readouterr()
+
+    retrain = str(tmp_path / "retrain")
+    argv = TINY[:2] + [
+        "--max-steps", "3", "--model", "retrain", "--from", slim_path,
+        "--finetune-epochs", "2", "--finetune-lr", "0.5",
+        "--finetune-decay", "0.5", "--out", retrain,
+    ]  # fmt: skip
+    assert ptb_language_model.main(argv) == 0
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("finetune epoch 1/2  lr 0.5  ")
+    assert lines[1].startswith("finetune epoch 2/2  lr 0.25  ")
+    results = _results(retrain)
+    assert results["model"] == "retrain"
+    assert [e["lr"] for e in results["history"]] == [0.5, 0.25]
+    assert {e["phase"] for e in results["history"]} == {"finetune"}
+    assert results["neurons"] == report["slim"]["neurons"]
+    assert [(e["inputs"], e["units"]) for e in results["neurons"]] == sizes
+    assert all(
+        (e["inputs_active"], e["units_active"]) == (e["inputs"], e["units"])
+        for e in results["neurons"]
+    )
+    assert results["params"] == report["slim"]["params"]
+    retrained = keras.models.load_model(
+        os.path.join(retrain, "model.keras"), compile=False
+    )
+    assert not any(ptb_lm.is_gated(layer) for layer in retrained.layers)
+    assert retrained.count_params() == slim.count_params()
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(retrained.get_weights(), slim.get_weights())
+    )
+    # The --from model is not modified.
+    reloaded = keras.models.load_model(slim_path, compile=False)
+    for a, b in zip(reloaded.get_weights(), slim.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@requires_data
+def test_retrain_rejects_a_model_that_is_not_a_chain(tmp_path, capsys):
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(10000, 4)(tokens)
+    x = keras.layers.Add()([x, keras.layers.Dense(4)(x)])
+    path = str(tmp_path / "branchy.keras")
+    keras.Model(tokens, keras.layers.Dense(10000)(x)).save(path)
+    argv = TINY + [
+        "--model", "retrain", "--from", path, "--finetune-epochs", "1",
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert ptb_language_model.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--from {path}: " in err
+    assert "not a chain" in err

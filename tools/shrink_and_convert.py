@@ -9,11 +9,9 @@ See `python tools/shrink_and_convert.py --help`.
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_l0.cli import main  # noqa: E402
+from keras_l0_shrink import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

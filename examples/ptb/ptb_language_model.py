@@ -17,8 +17,10 @@ At the end `--out` holds `model.keras` (the plain or gated model) and
 `results.json` with the validation and test perplexity. Shrinking a gated
 model and exporting it is a separate step (`ptb_shrink.py`, then
 `keras-l0-shrink`). This script and `ptb_lm.py` never import TensorFlow
-themselves: they run on any Keras backend, e.g. with `KERAS_BACKEND=jax` on
-a GPU machine without TensorFlow.
+themselves: they train on the TensorFlow and JAX backends, e.g. with
+`KERAS_BACKEND=jax` on a GPU machine without TensorFlow. (Not on torch: the
+carried states are assigned inside the forward pass, which torch's autograd
+refuses.)
 
 Examples:
 
@@ -81,7 +83,16 @@ def build_parser():
         "dense, L0-gated or magnitude-pruned.",
     )
     parser.add_argument(
-        "--model", choices=("dense", "gated", "magnitude"), default="dense"
+        "--model",
+        choices=("dense", "gated", "magnitude", "retrain"),
+        default="dense",
+        help="retrain: fine-tune the plain model --from (e.g. the slim.keras "
+        "of a shrunk gated model) for --finetune-epochs",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_model",
+        help="retrain: the plain model.keras to start from",
     )
     parser.add_argument(
         "--config", choices=sorted(ptb_lm.CONFIGS), default="small"
@@ -109,8 +120,7 @@ def build_parser():
     parser.add_argument(
         "--num-steps",
         type=ptb_lm.positive_int,
-        help="unrolled steps per window (default: the config's: 20 for "
-        "small, as in Zaremba's code, 35 for medium and large)",
+        help="unrolled steps per window (default: the config's, 35)",
     )
     parser.add_argument(
         "--max-steps",
@@ -146,6 +156,18 @@ def build_parser():
         help="gated: what --budget counts (default: params)",
     )
     parser.add_argument(
+        "--budget-epochs",
+        type=ptb_lm.positive_int,
+        help="gated: epochs over which the --budget schedule descends to "
+        "the target (default: half of the training epochs)",
+    )
+    parser.add_argument(
+        "--budget-start",
+        type=_non_negative_int,
+        default=0,
+        help="gated: epoch at which the --budget schedule starts to descend",
+    )
+    parser.add_argument(
         "--penalty-form", choices=("weights", "neurons"), default="weights"
     )
     parser.add_argument(
@@ -161,8 +183,15 @@ def build_parser():
     parser.add_argument(
         "--finetune-lr",
         type=float,
-        help="learning rate (Zaremba scale) of the fine-tuning epochs, "
-        "constant (default: the config's last-epoch learning rate)",
+        help="learning rate (Zaremba scale) of the first fine-tuning "
+        "epoch (default: the config's last-epoch learning rate)",
+    )
+    parser.add_argument(
+        "--finetune-decay",
+        type=float,
+        default=1.0,
+        help="factor on the fine-tuning learning rate after every epoch "
+        "(default: 1, constant)",
     )
     parser.add_argument(
         "--dense-model",
@@ -206,10 +235,25 @@ def check_args(args):
             raise UsageError(f"no such file: --dense-model {args.dense_model}")
     elif args.dense_model is not None or args.keep is not None:
         raise UsageError("--dense-model and --keep need --model magnitude")
+    if args.model == "retrain":
+        if args.from_model is None or not args.finetune_epochs:
+            raise UsageError("--model retrain needs --from and --finetune-epochs")
+        if not os.path.isfile(args.from_model):
+            raise UsageError(f"no such file: --from {args.from_model}")
+    elif args.from_model is not None:
+        raise UsageError("--from needs --model retrain")
     if args.model == "dense" and args.finetune_epochs:
-        raise UsageError("--finetune-epochs needs --model gated or magnitude")
+        raise UsageError(
+            "--finetune-epochs needs --model gated, magnitude or retrain"
+        )
     if args.finetune_lr is not None and not args.finetune_lr > 0:
         raise UsageError("--finetune-lr must be > 0")
+    if not 0 < args.finetune_decay <= 1:
+        raise UsageError("--finetune-decay must lie in (0, 1]")
+    if args.budget is None and (
+        args.budget_epochs is not None or args.budget_start
+    ):
+        raise UsageError("--budget-epochs and --budget-start need --budget")
 
 
 def phases(args, config):
@@ -218,12 +262,17 @@ def phases(args, config):
     if finetune_lr is None:
         finetune_lr = config.learning_rate(config.epochs - 1)
     plan = []
-    if args.model != "magnitude":
+    if args.model not in ("magnitude", "retrain"):
         epochs = config.epochs if args.epochs is None else args.epochs
         plan.append(("train", epochs, config.learning_rate))
     if args.model != "dense" and args.finetune_epochs:
+        decay = args.finetune_decay
         plan.append(
-            ("finetune", args.finetune_epochs, lambda epoch: finetune_lr)
+            (
+                "finetune",
+                args.finetune_epochs,
+                lambda epoch: finetune_lr * decay**epoch,
+            )
         )
     return plan
 
@@ -332,13 +381,29 @@ def l0_callbacks(args, plain):
     if args.budget is not None:
         result.append(
             callbacks.BudgetController(
-                args.budget, metric=args.budget_metric, model=plain
+                args.budget,
+                metric=args.budget_metric,
+                warmup_epochs=args.budget_epochs,
+                start_epoch=args.budget_start,
+                model=plain,
             )
         )
     return result
 
 
 def initial_model(args, config, data):
+    if args.model == "retrain":
+        model = keras.models.load_model(args.from_model, compile=False)
+        try:
+            layers = ptb_lm.chain_layers(model)
+        except ValueError as e:
+            raise UsageError(f"--from {args.from_model}: {e}")
+        if any(map(ptb_lm.is_gated, layers)):
+            raise UsageError(
+                f"--from {args.from_model}: a gated model; shrink it first "
+                "(ptb_shrink.py writes slim.keras)"
+            )
+        return model
     if args.model == "magnitude":
         dense = keras.models.load_model(args.dense_model, compile=False)
         try:

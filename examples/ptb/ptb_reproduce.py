@@ -1,0 +1,370 @@
+"""Runs the whole PTB study: dense, gated and magnitude models per config.
+
+For every configuration in `--configs` it trains the dense baseline, one
+gated model per budget (`BudgetController` on the parameters of the LSTM
+stack, then fine-tuning with frozen gates), shrinks each gated model
+(`ptb_shrink.py`), trains the magnitude baseline at the gated model's
+kept sizes from the dense model, and retrains the shrunk gated model with
+the magnitude baseline's fine-tuning recipe (`-retrain-`), so that both
+pruned models get the same extra epochs at the same learning rates. Up to `--jobs` runs go at once (they are small for a GPU: several
+share one well); each run's output goes to `--out/<config>-<model>[-<budget>]`
+with its log beside it as `<name>.log`. A run whose `results.json` exists
+is skipped and an interrupted one resumed, so the same command continues a
+stopped study. At the end `--out/study.json` gathers every run's results.
+
+Nothing here imports TensorFlow: run it with `KERAS_BACKEND=jax` on a GPU
+machine, then time and export the slim models on a CPU machine with
+`ptb_report.py`.
+
+Example (the study of docs/results/ptb.md):
+
+```
+KERAS_BACKEND=jax python examples/ptb/ptb_reproduce.py \\
+    --configs small,medium,large --jobs 5 --out runs/ptb
+```
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROG = os.path.basename(__file__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How one configuration is pruned.
+
+    `l0_penalty` is λ's starting value (the budget controller moves it);
+    the budget schedule descends from epoch `budget_start` over
+    `budget_epochs` epochs. Both pruned models then get `finetune_epochs`
+    epochs: the gated model from `gated_lr`, the magnitude model (which has
+    far more to recover) from `magnitude_lr`, each decaying by
+    `finetune_decay` per epoch.
+    """
+
+    budgets: tuple
+    l0_penalty: float
+    budget_epochs: int
+    budget_start: int
+    finetune_epochs: int
+    gated_lr: float
+    magnitude_lr: float
+    finetune_decay: float
+
+
+RECIPES = {
+    "small": Recipe((0.5, 0.3, 0.15), 1e-7, 3, 0, 4, 0.1, 1.0, 0.5),
+    "medium": Recipe((0.075,), 3e-8, 10, 1, 6, 0.1, 1.0, 0.5),
+    "large": Recipe((0.04,), 1e-8, 18, 1, 6, 0.1, 1.0, 0.5),
+    "tiny": Recipe((0.5,), 1e-5, 1, 0, 1, 0.1, 1.0, 0.5),
+}
+
+
+@dataclasses.dataclass
+class Job:
+    name: str
+    argv: list
+    after: tuple = ()
+    make_argv: object = None
+    process: object = None
+    log: object = None
+
+
+def _budgets(text):
+    try:
+        config, values = text.split("=")
+        return config, tuple(float(v) for v in values.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected CONFIG=B1[,B2...], got {text!r}"
+        )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train and shrink the dense, gated and magnitude PTB "
+        "models of several configurations.",
+    )
+    parser.add_argument("--configs", default="small,medium,large")
+    parser.add_argument(
+        "--budgets",
+        type=_budgets,
+        action="append",
+        default=[],
+        help="CONFIG=B1[,B2...]: parameter budgets (fractions of the LSTM "
+        "stack) instead of the recipe's, e.g. small=0.5,0.3",
+    )
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default=os.path.join("runs", "ptb"))
+    parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--extra",
+        default="",
+        help="arguments added to every training run, e.g. "
+        "'--steps-per-execution 10' or '--epochs 1' (smoke)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="every training run and shrink evaluation reads only the first "
+        "N windows (smoke runs)",
+    )
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=1,
+        help="streams for the final validation and test perplexity of every "
+        "run (default: 1, the text read as one stream, as Zaremba scores it)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the commands only"
+    )
+    return parser
+
+
+def run_dir(out, name):
+    return os.path.join(out, name)
+
+
+def finished(out, name, file="results.json"):
+    return os.path.exists(os.path.join(run_dir(out, name), file))
+
+
+def train_argv(args, config, model, name, extra_args):
+    argv = [
+        sys.executable,
+        os.path.join(HERE, "ptb_language_model.py"),
+        "--config",
+        config,
+        "--model",
+        model,
+        "--out",
+        run_dir(args.out, name),
+    ]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    argv += ["--eval-batch-size", str(args.eval_batch_size)]
+    if args.max_steps:
+        argv += ["--max-steps", str(args.max_steps)]
+    argv += extra_args + args.extra.split()
+    if os.path.exists(os.path.join(run_dir(args.out, name), "state.json")):
+        argv.append("--resume")
+    return argv
+
+
+def kept_sizes(out, gated_name):
+    with open(
+        os.path.join(run_dir(out, gated_name), "results.json"), encoding="utf-8"
+    ) as f:
+        neurons = json.load(f)["neurons"]
+    sizes = [neurons[0]["inputs_active"]]
+    sizes += [entry["units_active"] for entry in neurons]
+    return ",".join(str(max(size, 1)) for size in sizes)
+
+
+def plan(args):
+    budgets = dict(args.budgets)
+    jobs = []
+    for config in args.configs.split(","):
+        recipe = RECIPES[config]
+        dense = f"{config}-dense"
+        jobs.append(Job(dense, train_argv(args, config, "dense", dense, [])))
+        for budget in budgets.get(config, recipe.budgets):
+            gated = f"{config}-gated-{budget:g}"
+            jobs.append(
+                Job(
+                    gated,
+                    train_argv(
+                        args,
+                        config,
+                        "gated",
+                        gated,
+                        [
+                            "--l0-penalty",
+                            f"{recipe.l0_penalty:g}",
+                            "--budget",
+                            f"{budget:g}",
+                            "--budget-epochs",
+                            str(recipe.budget_epochs),
+                            "--budget-start",
+                            str(recipe.budget_start),
+                            "--finetune-epochs",
+                            str(recipe.finetune_epochs),
+                            "--finetune-lr",
+                            f"{recipe.gated_lr:g}",
+                            "--finetune-decay",
+                            f"{recipe.finetune_decay:g}",
+                        ],
+                    ),
+                )
+            )
+            shrink_argv = [
+                sys.executable,
+                os.path.join(HERE, "ptb_shrink.py"),
+                os.path.join(run_dir(args.out, gated), "model.keras"),
+                "--config",
+                config,
+                "--eval-batch-size",
+                str(args.eval_batch_size),
+            ]
+            if args.data_dir:
+                shrink_argv += ["--data-dir", args.data_dir]
+            if args.max_steps:
+                shrink_argv += ["--max-steps", str(args.max_steps)]
+            jobs.append(
+                Job(f"{gated}-shrink", shrink_argv, after=(gated,))
+            )
+            magnitude = f"{config}-magnitude-{budget:g}"
+
+            def magnitude_argv(
+                config=config,
+                dense=dense,
+                gated=gated,
+                magnitude=magnitude,
+                recipe=recipe,
+            ):
+                return train_argv(
+                    args,
+                    config,
+                    "magnitude",
+                    magnitude,
+                    [
+                        "--dense-model",
+                        os.path.join(run_dir(args.out, dense), "model.keras"),
+                        "--keep",
+                        kept_sizes(args.out, gated),
+                        "--finetune-epochs",
+                        str(recipe.finetune_epochs),
+                        "--finetune-lr",
+                        f"{recipe.magnitude_lr:g}",
+                        "--finetune-decay",
+                        f"{recipe.finetune_decay:g}",
+                    ],
+                )
+
+            jobs.append(
+                Job(
+                    magnitude,
+                    None,
+                    after=(dense, gated),
+                    make_argv=magnitude_argv,
+                )
+            )
+            retrain = f"{config}-retrain-{budget:g}"
+            jobs.append(
+                Job(
+                    retrain,
+                    train_argv(
+                        args,
+                        config,
+                        "retrain",
+                        retrain,
+                        [
+                            "--from",
+                            os.path.join(run_dir(args.out, gated), "slim.keras"),
+                            "--finetune-epochs",
+                            str(recipe.finetune_epochs),
+                            "--finetune-lr",
+                            f"{recipe.magnitude_lr:g}",
+                            "--finetune-decay",
+                            f"{recipe.finetune_decay:g}",
+                        ],
+                    ),
+                    after=(f"{gated}-shrink",),
+                )
+            )
+    return jobs
+
+
+def done(args, job):
+    if job.name.endswith("-shrink"):
+        return finished(args.out, job.name[: -len("-shrink")], "shrink.json")
+    return finished(args.out, job.name)
+
+
+def gather(args, jobs):
+    study = {}
+    for job in jobs:
+        name = job.name[: -len("-shrink")] if job.name.endswith("-shrink") else job.name
+        file = "shrink.json" if job.name.endswith("-shrink") else "results.json"
+        path = os.path.join(run_dir(args.out, name), file)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                study.setdefault(name, {})[file] = json.load(f)
+    path = os.path.join(args.out, "study.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(study, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    unknown = set(args.configs.split(",")) - set(RECIPES)
+    if unknown or args.jobs < 1:
+        print(
+            f"{PROG}: error: unknown config {sorted(unknown)} or --jobs < 1",
+            file=sys.stderr,
+        )
+        return 2
+    jobs = plan(args)
+    if args.dry_run:
+        for job in jobs:
+            argv = job.argv or ["<after", *job.after, ">"]
+            print(job.name + ": " + " ".join(argv))
+        return 0
+    os.makedirs(args.out, exist_ok=True)
+    pending = [job for job in jobs if not done(args, job)]
+    running, failed = [], []
+    start = time.time()
+    while pending or running:
+        for job in list(running):
+            code = job.process.poll()
+            if code is None:
+                continue
+            job.log.close()
+            running.remove(job)
+            status = "done" if code == 0 else f"FAILED (exit {code})"
+            print(
+                f"[{time.time() - start:7.0f} s] {job.name} {status}",
+                flush=True,
+            )
+            if code:
+                failed.append(job.name)
+        blocked = set(failed) | {job.name for job in pending + running}
+        for job in list(pending):
+            if len(running) >= args.jobs:
+                break
+            if set(job.after) & blocked:
+                if set(job.after) & set(failed):
+                    pending.remove(job)
+                    failed.append(job.name)
+                    print(f"{job.name} skipped: {set(job.after) & set(failed)} failed")
+                continue
+            argv = job.argv or job.make_argv()
+            job.log = open(
+                os.path.join(args.out, f"{job.name}.log"), "a", encoding="utf-8"
+            )
+            job.process = subprocess.Popen(
+                argv, stdout=job.log, stderr=subprocess.STDOUT
+            )
+            pending.remove(job)
+            running.append(job)
+            print(
+                f"[{time.time() - start:7.0f} s] {job.name} started",
+                flush=True,
+            )
+        time.sleep(2)
+    print(f"study: {gather(args, jobs)}; failed: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_l0.datasets import ptb
+
+EXAMPLE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "examples",
+    "ptb",
+)
+sys.path.insert(0, EXAMPLE_DIR)
+
+import ptb_language_model  # noqa: E402
+import ptb_reproduce  # noqa: E402
+
+SCRIPT = os.path.join(EXAMPLE_DIR, "ptb_reproduce.py")
+
+
+def _data_dir():
+    try:
+        return ptb.resolve_data_dir()
+    except FileNotFoundError:
+        return None
+
+
+requires_data = pytest.mark.skipif(
+    _data_dir() is None,
+    reason=f"Penn Treebank folder not found: set {ptb.ENV_VAR} to a folder "
+    "with ptb.{train,valid,test}.txt.gz",
+)
+
+
+def _dry_run(capsys, argv):
+    assert ptb_reproduce.main(argv + ["--dry-run"]) == 0
+    jobs = {}
+    for line in capsys.readouterr().out.splitlines():
+        name, command = line.split(": ", 1)
+        assert name not in jobs
+        jobs[name] = command.split()
+    return jobs
+
+
+def _option(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_dry_run_lists_the_small_study(tmp_path, capsys):
+    out = str(tmp_path / "study")
+    jobs = _dry_run(
+        capsys, ["--configs", "small", "--out", out, "--data-dir", "/ptb"]
+    )
+    budgets = ("0.5", "0.3", "0.15")
+    expected = ["small-dense"]
+    for budget in budgets:
+        expected += [
+            f"small-gated-{budget}",
+            f"small-gated-{budget}-shrink",
+            f"small-magnitude-{budget}",
+            f"small-retrain-{budget}",
+        ]
+    assert list(jobs) == expected
+    assert not os.path.exists(out)
+
+    dense = jobs["small-dense"]
+    assert dense[:2] == [
+        sys.executable,
+        os.path.join(EXAMPLE_DIR, "ptb_language_model.py"),
+    ]
+    for budget in budgets:
+        gated = jobs[f"small-gated-{budget}"]
+        gated_dir = os.path.join(out, f"small-gated-{budget}")
+        assert _option(gated, "--budget") == budget
+        assert _option(gated, "--out") == gated_dir
+        shrink = jobs[f"small-gated-{budget}-shrink"]
+        assert shrink[1] == os.path.join(EXAMPLE_DIR, "ptb_shrink.py")
+        assert shrink[2] == os.path.join(gated_dir, "model.keras")
+        assert _option(shrink, "--config") == "small"
+        assert _option(shrink, "--data-dir") == "/ptb"
+        assert jobs[f"small-magnitude-{budget}"] == [
+            "<after", "small-dense", f"small-gated-{budget}", ">",
+        ]  # fmt: skip
+        retrain = jobs[f"small-retrain-{budget}"]
+        assert _option(retrain, "--from") == os.path.join(
+            gated_dir, "slim.keras"
+        )
+        assert _option(retrain, "--out") == os.path.join(
+            out, f"small-retrain-{budget}"
+        )
+    # The training commands are valid for ptb_language_model.py.
+    for name in ["small-dense"] + [f"small-gated-{b}" for b in budgets]:
+        argv = jobs[name][2:]
+        assert "--resume" not in argv
+        args = ptb_language_model.build_parser().parse_args(argv)
+        ptb_language_model.check_args(args)
+        assert (args.config, args.data_dir, args.eval_batch_size) == (
+            "small", "/ptb", 1,
+        )  # fmt: skip
+    recipe = ptb_reproduce.RECIPES["small"]
+    gated = ptb_language_model.build_parser().parse_args(
+        jobs["small-gated-0.3"][2:]
+    )
+    assert (gated.model, gated.budget, gated.l0_penalty) == (
+        "gated", 0.3, recipe.l0_penalty,
+    )  # fmt: skip
+    assert (gated.budget_epochs, gated.budget_start) == (
+        recipe.budget_epochs,
+        recipe.budget_start,
+    )
+    assert (gated.finetune_epochs, gated.finetune_lr) == (
+        recipe.finetune_epochs,
+        recipe.gated_lr,
+    )
+    assert gated.finetune_decay == recipe.finetune_decay
+    retrain = ptb_language_model.build_parser().parse_args(
+        jobs["small-retrain-0.3"][2:]
+    )
+    assert (retrain.model, retrain.finetune_epochs, retrain.finetune_lr) == (
+        "retrain", recipe.finetune_epochs, recipe.magnitude_lr,
+    )  # fmt: skip
+    assert retrain.finetune_decay == recipe.finetune_decay
+
+
+def test_dry_run_budgets_and_extra(tmp_path, capsys):
+    jobs = _dry_run(
+        capsys,
+        ["--configs", "tiny,small", "--budgets", "small=0.4,0.2",
+         "--out", str(tmp_path), "--extra", "--max-steps 5 --epochs 1",
+         "--eval-batch-size", "7"],
+    )  # fmt: skip
+    assert list(jobs) == [
+        "tiny-dense", "tiny-gated-0.5", "tiny-gated-0.5-shrink",
+        "tiny-magnitude-0.5", "tiny-retrain-0.5",
+        "small-dense", "small-gated-0.4", "small-gated-0.4-shrink",
+        "small-magnitude-0.4", "small-retrain-0.4", "small-gated-0.2",
+        "small-gated-0.2-shrink", "small-magnitude-0.2", "small-retrain-0.2",
+    ]  # fmt: skip
+    for name in ("tiny-dense", "small-gated-0.4", "small-retrain-0.2"):
+        argv = jobs[name]
+        assert argv[-4:] == ["--max-steps", "5", "--epochs", "1"]
+        assert _option(argv, "--eval-batch-size") == "7"
+        assert "--data-dir" not in argv
+    assert _option(jobs["small-gated-0.2-shrink"], "--eval-batch-size") == "7"
+
+
+def test_unknown_config_is_a_usage_error(tmp_path, capsys):
+    argv = ["--configs", "small,huge", "--out", str(tmp_path), "--dry-run"]
+    assert ptb_reproduce.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "huge" in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""
+    assert ptb_reproduce.main(["--configs", "tiny", "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
+def _write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+
+
+def test_magnitude_keeps_the_gated_runs_sizes(tmp_path):
+    out = str(tmp_path)
+    args = ptb_reproduce.build_parser().parse_args(
+        ["--configs", "tiny", "--out", out]
+    )
+    jobs = {job.name: job for job in ptb_reproduce.plan(args)}
+    magnitude = jobs["tiny-magnitude-0.5"]
+    assert magnitude.argv is None
+    assert set(magnitude.after) == {"tiny-dense", "tiny-gated-0.5"}
+    assert jobs["tiny-retrain-0.5"].after == ("tiny-gated-0.5-shrink",)
+    assert jobs["tiny-gated-0.5-shrink"].after == ("tiny-gated-0.5",)
+    # The kept sizes are read when the job starts, after the gated run.
+    neurons = [
+        dict(name="a", inputs=16, inputs_active=7, units=16, units_active=5),
+        dict(name="b", inputs=16, inputs_active=16, units=16, units_active=0),
+    ]
+    _write_json(
+        os.path.join(out, "tiny-gated-0.5", "results.json"),
+        dict(neurons=neurons),
+    )
+    argv = magnitude.make_argv()
+    assert _option(argv, "--keep") == "7,5,1"
+    assert _option(argv, "--dense-model") == os.path.join(
+        out, "tiny-dense", "model.keras"
+    )
+    assert "--resume" not in argv
+    # An interrupted run (state.json, no results.json) is resumed.
+    _write_json(os.path.join(out, "tiny-magnitude-0.5", "state.json"), {})
+    assert magnitude.make_argv()[-1] == "--resume"
+    _write_json(os.path.join(out, "tiny-dense", "state.json"), {})
+    jobs = {job.name: job for job in ptb_reproduce.plan(args)}
+    assert jobs["tiny-dense"].argv[-1] == "--resume"
+    assert "--resume" not in jobs["tiny-gated-0.5"].argv
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@requires_data
+def test_tiny_study_runs_then_skips_finished_runs(tmp_path):
+    out = str(tmp_path / "study")
+    command = [
+        sys.executable, SCRIPT, "--configs", "tiny", "--jobs", "2",
+        "--out", out, "--data-dir", _data_dir(), "--max-steps", "3",
+        "--extra", "--epochs 1",
+    ]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=400
+    )
+    logs = {
+        name: open(os.path.join(out, name), encoding="utf-8").read()[-1500:]
+        for name in sorted(os.listdir(out))
+        if name.endswith(".log")
+    } if os.path.isdir(out) else {}  # fmt: skip
+    assert result.returncode == 0, (result.stdout, result.stderr, logs)
+    names = [
+        "tiny-dense", "tiny-gated-0.5", "tiny-gated-0.5-shrink",
+        "tiny-magnitude-0.5", "tiny-retrain-0.5",
+    ]  # fmt: skip
+    for name in names:
+        assert f"] {name} started" in result.stdout
+        assert f"] {name} done" in result.stdout
+    assert "failed: none" in result.stdout
+    # The dependent runs start after their inputs are done.
+    position = result.stdout.index
+    assert position("tiny-gated-0.5 done") < position(
+        "tiny-gated-0.5-shrink started"
+    )
+    assert position("tiny-gated-0.5-shrink done") < position(
+        "tiny-retrain-0.5 started"
+    )
+    for before in ("tiny-dense done", "tiny-gated-0.5 done"):
+        assert position(before) < position("tiny-magnitude-0.5 started")
+
+    study = _load(os.path.join(out, "study.json"))
+    assert sorted(study) == [
+        "tiny-dense", "tiny-gated-0.5", "tiny-magnitude-0.5",
+        "tiny-retrain-0.5",
+    ]  # fmt: skip
+    assert sorted(study["tiny-gated-0.5"]) == ["results.json", "shrink.json"]
+    for name in ("tiny-dense", "tiny-magnitude-0.5", "tiny-retrain-0.5"):
+        assert list(study[name]) == ["results.json"]
+        assert study[name]["results.json"] == _load(
+            os.path.join(out, name, "results.json")
+        )
+    results = {name: study[name]["results.json"] for name in study}
+    assert [results[name]["model"] for name in sorted(results)] == [
+        "dense", "gated", "magnitude", "retrain",
+    ]  # fmt: skip
+    for entry in results.values():
+        assert entry["max_windows"] == 3 and entry["eval_batch_size"] == 1
+
+    # The magnitude model was pruned to the gated model's kept sizes.
+    gated = results["tiny-gated-0.5"]["neurons"]
+    kept = [gated[0]["inputs_active"]] + [e["units_active"] for e in gated]
+    kept = [max(size, 1) for size in kept]
+    state = _load(os.path.join(out, "tiny-magnitude-0.5", "state.json"))
+    assert state["args"]["keep"] == kept
+    magnitude = results["tiny-magnitude-0.5"]["neurons"]
+    assert [magnitude[0]["inputs"]] + [e["units"] for e in magnitude] == kept
+    # The budget recipe reached the gated run.
+    recipe = ptb_reproduce.RECIPES["tiny"]
+    state = _load(os.path.join(out, "tiny-gated-0.5", "state.json"))
+    assert state["args"]["budget"] == 0.5
+    assert state["args"]["budget_epochs"] == recipe.budget_epochs
+    assert state["args"]["finetune_decay"] == recipe.finetune_decay
+    assert [e["phase"] for e in results["tiny-gated-0.5"]["history"]] == [
+        "train", "finetune",
+    ]  # fmt: skip
+    # The retrained model is the slim one, fine-tuned.
+    slim = study["tiny-gated-0.5"]["shrink.json"]["slim"]
+    retrain = results["tiny-retrain-0.5"]
+    assert retrain["neurons"] == slim["neurons"]
+    assert retrain["params"] == slim["params"]
+    assert [e["lr"] for e in retrain["history"]] == [recipe.magnitude_lr]
+
+    # Again: everything is finished, nothing starts.
+    again = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert "started" not in again.stdout
+    assert "failed: none" in again.stdout
+    assert _load(os.path.join(out, "study.json")) == study
