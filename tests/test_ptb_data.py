@@ -8,19 +8,8 @@ import pytest
 from keras_l0.datasets import ptb
 
 
-def _data_dir():
-    try:
-        return ptb.resolve_data_dir()
-    except FileNotFoundError:
-        return None
-
-
-DATA_DIR = _data_dir()
-requires_data = pytest.mark.skipif(
-    DATA_DIR is None,
-    reason=f"Penn Treebank folder not found: set {ptb.ENV_VAR} to a folder "
-    "with ptb.{train,valid,test}.txt.gz",
-)
+from ptb_helpers import DATA_DIR  # noqa: E402
+from ptb_helpers import requires_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -23,18 +23,8 @@ import ptb_lm  # noqa: E402
 import ptb_shrink  # noqa: E402
 
 
-def _data_dir():
-    try:
-        return ptb.resolve_data_dir()
-    except FileNotFoundError:
-        return None
-
-
-requires_data = pytest.mark.skipif(
-    _data_dir() is None,
-    reason=f"Penn Treebank folder not found: set {ptb.ENV_VAR} to a folder "
-    "with ptb.{train,valid,test}.txt.gz",
-)
+from ptb_helpers import data_dir as _data_dir  # noqa: E402
+from ptb_helpers import requires_data  # noqa: E402
 
 VOCABULARY = 30
 TINY = ["--config", "tiny", "--max-steps", "6"]

@@ -7,33 +7,19 @@ import subprocess
 import sys
 
 import pytest
-
-from keras_l0.datasets import ptb
+from ptb_helpers import DATA_DIR
+from ptb_helpers import requires_data
 
 pytest.importorskip("ai_edge_litert")
 
 EXAMPLES = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "ptb"
 )
-
-
-def _data_dir():
-    try:
-        return ptb.resolve_data_dir()
-    except FileNotFoundError:
-        return None
-
-
-DATA = _data_dir()
-pytestmark = pytest.mark.skipif(
-    DATA is None,
-    reason=f"Penn Treebank folder not found: set {ptb.ENV_VAR} to a folder "
-    "with ptb.{train,valid,test}.txt.gz",
-)
+pytestmark = requires_data
 
 
 def _run(args, tmp_path):
-    env = dict(os.environ, KERAS_L0_PTB_DIR=DATA, KERAS_BACKEND="tensorflow")
+    env = dict(os.environ, KERAS_L0_PTB_DIR=DATA_DIR, KERAS_BACKEND="tensorflow")
     return subprocess.run(
         [sys.executable, *args],
         cwd=tmp_path,

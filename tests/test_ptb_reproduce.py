@@ -20,18 +20,8 @@ import ptb_reproduce  # noqa: E402
 SCRIPT = os.path.join(EXAMPLE_DIR, "ptb_reproduce.py")
 
 
-def _data_dir():
-    try:
-        return ptb.resolve_data_dir()
-    except FileNotFoundError:
-        return None
-
-
-requires_data = pytest.mark.skipif(
-    _data_dir() is None,
-    reason=f"Penn Treebank folder not found: set {ptb.ENV_VAR} to a folder "
-    "with ptb.{train,valid,test}.txt.gz",
-)
+from ptb_helpers import data_dir as _data_dir  # noqa: E402
+from ptb_helpers import requires_data  # noqa: E402
 
 
 def _dry_run(capsys, argv):

@@ -169,6 +169,17 @@ def kept_sizes(out, gated_name):
     return ",".join(str(max(size, 1)) for size in sizes)
 
 
+def finetune_args(recipe, learning_rate):
+    return [
+        "--finetune-epochs",
+        str(recipe.finetune_epochs),
+        "--finetune-lr",
+        f"{learning_rate:g}",
+        "--finetune-decay",
+        f"{recipe.finetune_decay:g}",
+    ]
+
+
 def plan(args):
     budgets = dict(args.budgets)
     jobs = []
@@ -195,12 +206,7 @@ def plan(args):
                             str(recipe.budget_epochs),
                             "--budget-start",
                             str(recipe.budget_start),
-                            "--finetune-epochs",
-                            str(recipe.finetune_epochs),
-                            "--finetune-lr",
-                            f"{recipe.gated_lr:g}",
-                            "--finetune-decay",
-                            f"{recipe.finetune_decay:g}",
+                            *finetune_args(recipe, recipe.gated_lr),
                         ],
                     ),
                 )
@@ -240,12 +246,7 @@ def plan(args):
                         os.path.join(run_dir(args.out, dense), "model.keras"),
                         "--keep",
                         kept_sizes(args.out, gated),
-                        "--finetune-epochs",
-                        str(recipe.finetune_epochs),
-                        "--finetune-lr",
-                        f"{recipe.magnitude_lr:g}",
-                        "--finetune-decay",
-                        f"{recipe.finetune_decay:g}",
+                        *finetune_args(recipe, recipe.magnitude_lr),
                     ],
                 )
 
@@ -269,12 +270,7 @@ def plan(args):
                         [
                             "--from",
                             os.path.join(run_dir(args.out, gated), "slim.keras"),
-                            "--finetune-epochs",
-                            str(recipe.finetune_epochs),
-                            "--finetune-lr",
-                            f"{recipe.magnitude_lr:g}",
-                            "--finetune-decay",
-                            f"{recipe.finetune_decay:g}",
+                            *finetune_args(recipe, recipe.magnitude_lr),
                         ],
                     ),
                     after=(f"{gated}-shrink",),
