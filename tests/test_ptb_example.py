@@ -514,7 +514,7 @@ def test_retrain_fine_tunes_the_shrunk_model(tmp_path, capsys):
     argv = TINY[:2] + [
         "--max-steps", "3", "--model", "retrain", "--from", slim_path,
         "--finetune-epochs", "2", "--finetune-lr", "0.5",
-        "--finetune-decay", "0.5", "--out", retrain,
+        "--finetune-decay", "0.5", "--dropout", "0.05", "--out", retrain,
     ]  # fmt: skip
     assert ptb_language_model.main(argv) == 0
     lines = _epoch_lines(capsys.readouterr().out)
@@ -536,6 +536,17 @@ def test_retrain_fine_tunes_the_shrunk_model(tmp_path, capsys):
         os.path.join(retrain, "model.keras"), compile=False
     )
     assert not any(ptb_lm.is_gated(layer) for layer in retrained.layers)
+    rates = [
+        layer.rate
+        for layer in retrained.layers
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    assert rates == [0.05] * 3
+    assert {
+        layer.rate
+        for layer in slim.layers
+        if isinstance(layer, keras.layers.Dropout)
+    } == {ptb_lm.CONFIGS["tiny"].dropout}
     assert retrained.count_params() == slim.count_params()
     assert any(
         not np.array_equal(a, b)
@@ -562,3 +573,35 @@ def test_retrain_rejects_a_model_that_is_not_a_chain(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--from {path}: " in err
     assert "not a chain" in err
+
+
+def test_set_dropout_changes_every_dropout_layer():
+    model = _tiny_model(dropout=0.3)
+    assert ptb_lm.set_dropout(model, 0.1) == 3
+    dropouts = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    assert [layer.rate for layer in dropouts] == [0.1] * 3
+    assert [layer.get_config()["rate"] for layer in dropouts] == [0.1] * 3
+    assert ptb_lm.set_dropout(_tiny_model(), 0.1) == 0
+
+
+@requires_data
+def test_dropout_usage_errors(tmp_path, capsys):
+    path = str(tmp_path / "plain.keras")
+    _tiny_model().save(path)
+    for extra, message in (
+        (["--model", "dense", "--dropout", "1"], "--dropout must lie in [0, 1)"),
+        (
+            ["--model", "retrain", "--from", path, "--finetune-epochs", "1",
+             "--dropout", "0.2"],
+            "--dropout: the loaded model has no Dropout layer to change",
+        ),
+    ):  # fmt: skip
+        out = str(tmp_path / "out")
+        assert ptb_language_model.main(TINY + extra + ["--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err == f"ptb_language_model.py: error: {message}\n"
+        assert not os.path.exists(out)

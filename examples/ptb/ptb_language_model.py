@@ -194,6 +194,13 @@ def build_parser():
         "(default: 1, constant)",
     )
     parser.add_argument(
+        "--dropout",
+        type=float,
+        help="dropout rate on the non-recurrent connections instead of the "
+        "config's; magnitude and retrain: the new rate of the loaded "
+        "model's Dropout layers (e.g. less for a pruned network)",
+    )
+    parser.add_argument(
         "--dense-model",
         help="magnitude: the trained dense model.keras to prune",
     )
@@ -248,6 +255,8 @@ def check_args(args):
         )
     if args.finetune_lr is not None and not args.finetune_lr > 0:
         raise UsageError("--finetune-lr must be > 0")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise UsageError("--dropout must lie in [0, 1)")
     if not 0 < args.finetune_decay <= 1:
         raise UsageError("--finetune-decay must lie in (0, 1]")
     if args.budget is None and (
@@ -392,6 +401,36 @@ def l0_callbacks(args, plain):
 
 
 def initial_model(args, config, data):
+    if args.model in ("retrain", "magnitude"):
+        model = loaded_model(args)
+        if args.dropout is not None and not ptb_lm.set_dropout(
+            model, args.dropout
+        ):
+            raise UsageError(
+                "--dropout: the loaded model has no Dropout layer to change"
+            )
+        return model
+    gate_kwargs = None
+    if args.model == "gated":
+        gate_kwargs = dict(
+            l0_penalty=args.l0_penalty,
+            penalty_form=args.penalty_form,
+            initial_keep_probability=args.initial_keep_probability,
+        )
+    return ptb_lm.build_model(
+        len(data.vocabulary),
+        config.units,
+        [config.units] * config.layers,
+        dropout=config.dropout if args.dropout is None else args.dropout,
+        init_scale=config.init_scale,
+        gated=args.model == "gated",
+        gate_kwargs=gate_kwargs,
+        seed=args.seed,
+    )
+
+
+def loaded_model(args):
+    """The starting model of a retrain or magnitude run."""
     if args.model == "retrain":
         model = keras.models.load_model(args.from_model, compile=False)
         try:
@@ -404,30 +443,12 @@ def initial_model(args, config, data):
                 "(ptb_shrink.py writes slim.keras)"
             )
         return model
-    if args.model == "magnitude":
-        dense = keras.models.load_model(args.dense_model, compile=False)
-        try:
-            slim, _ = ptb_lm.magnitude_prune(dense, args.keep)
-        except ValueError as e:
-            raise UsageError(f"--keep / --dense-model: {e}")
-        return slim
-    gate_kwargs = None
-    if args.model == "gated":
-        gate_kwargs = dict(
-            l0_penalty=args.l0_penalty,
-            penalty_form=args.penalty_form,
-            initial_keep_probability=args.initial_keep_probability,
-        )
-    return ptb_lm.build_model(
-        len(data.vocabulary),
-        config.units,
-        [config.units] * config.layers,
-        dropout=config.dropout,
-        init_scale=config.init_scale,
-        gated=args.model == "gated",
-        gate_kwargs=gate_kwargs,
-        seed=args.seed,
-    )
+    dense = keras.models.load_model(args.dense_model, compile=False)
+    try:
+        slim, _ = ptb_lm.magnitude_prune(dense, args.keep)
+    except ValueError as e:
+        raise UsageError(f"--keep / --dense-model: {e}")
+    return slim
 
 
 def run_defining(args):

@@ -226,6 +226,22 @@ def chain_layers(model):
     return layers
 
 
+def set_dropout(model, rate):
+    """Sets the rate of every `Dropout` layer of a chain model.
+
+    Returns:
+        The number of `Dropout` layers changed.
+    """
+    layers = [
+        layer
+        for layer in chain_layers(model)
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    for layer in layers:
+        layer.rate = float(rate)
+    return len(layers)
+
+
 def is_recurrent(layer):
     return isinstance(layer, keras.layers.RNN)
 
