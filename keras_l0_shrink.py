@@ -14,30 +14,35 @@ import tempfile
 
 
 @contextlib.contextmanager
-def native_stderr_shown_on_error():
-    """Captures what is written to fd 2; replays it if an exception leaves."""
+def native_stderr_to_file(quiet=()):
+    """Sends what is written to fd 2 (TensorFlow's and LiteRT's log lines)
+    to a temporary file, shown only if an exception leaves that is not an
+    instance of one of the `quiet` classes."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
+        replay = False
         try:
             yield
+        except quiet:
+            raise
         except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
+            replay = True
             raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+            if replay:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
 
 
 def main(argv=None):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_shown_on_error():
+    with native_stderr_to_file():
         from keras_l0 import cli
     return cli.main(argv)
 

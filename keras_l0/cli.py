@@ -50,6 +50,7 @@ from keras_l0.shrink import gated_layers
 from keras_l0.shrink import shrink
 from keras_l0.summary import flops_per_step
 from keras_l0.summary import summary
+from keras_l0_shrink import native_stderr_to_file
 
 PROG = "keras-l0-shrink"
 REPORT_NAME = "report.json"
@@ -243,7 +244,7 @@ def _error(message):
 
 def _own_stream(stream):
     """`stream`, on a descriptor of its own if it writes to fd 2, so that it
-    stays visible while `_native_stderr_to_file` is active."""
+    stays visible while `native_stderr_to_file` is active."""
     try:
         if stream.fileno() == 2:
             return os.fdopen(
@@ -256,31 +257,6 @@ def _own_stream(stream):
     except (AttributeError, OSError, ValueError):
         pass
     return stream
-
-
-@contextlib.contextmanager
-def _native_stderr_to_file():
-    """Sends what is written to fd 2 (TensorFlow's and LiteRT's log lines)
-    to a temporary file, shown only if an unexpected exception follows."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    unexpected = False
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except UsageError:
-            raise
-        except Exception:
-            unexpected = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if unexpected:
-                sink.seek(0)
-                sys.stderr.write(sink.read().decode(errors="replace"))
 
 
 def _check_input(path):
@@ -829,7 +805,11 @@ def main(argv=None):
         try:
             with contextlib.ExitStack() as stack:
                 if not args.verbose:
-                    stack.enter_context(_native_stderr_to_file())
+                    stack.enter_context(
+                        native_stderr_to_file(
+                            quiet=(UsageError, KeyboardInterrupt)
+                        )
+                    )
                 report = _run(args, _Progress(stream, not args.quiet))
         finally:
             if stream is not sys.stderr:
