@@ -9,6 +9,7 @@ from keras_l0.layers import GatedLSTMCell
 from keras_l0.layers import GatedSimpleRNN
 from keras_l0.layers import GatedSimpleRNNCell
 from keras_l0.shrink import ShrinkError
+from keras_l0.shrink import gate_model
 from keras_l0.shrink import shrink
 from keras_l0.summary import summary
 

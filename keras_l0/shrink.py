@@ -54,13 +54,8 @@ _STANDARD_RECURRENT = {
 }
 _NUM_BLOCKS = {_LAYERS.LSTM: 4, _LAYERS.GRU: 3, _LAYERS.SimpleRNN: 1}
 _PLAIN_FOR_GATED = {v: k for k, v in _STANDARD_RECURRENT.items() if k is not v}
-_GATE_CONFIG_KEYS = (
-    "input_gates",
-    "hidden_gates",
-    "l0_penalty",
-    "penalty_form",
-    "initial_keep_probability",
-)
+_GATE_ARGUMENTS = ("l0_penalty", "penalty_form", "initial_keep_probability")
+_GATE_CONFIG_KEYS = ("input_gates", "hidden_gates", *_GATE_ARGUMENTS)
 
 # Layers whose every output feature is its input feature of the same index,
 # computed from that feature alone, linearly or positively homogeneously:
@@ -181,6 +176,58 @@ def shrink(model):
     return ShrinkPlan(model).build()
 
 
+def gate_model(model, hidden_gates, input_gates=(), **gate_kwargs):
+    """Copies `model` with trainable L0 gates on chosen recurrent layers.
+
+    For pruning a model that was trained without gates: every plain `LSTM`,
+    `GRU` or `SimpleRNN` named in `hidden_gates` or `input_gates` becomes
+    the gated layer (`GatedLSTM`, ...) with the same weights and fresh gate
+    parameters, gating its hidden units, its input features or both. Train
+    the result with the L0 penalty (e.g. under
+    `keras_l0.callbacks.BudgetController`), then `shrink` it.
+
+    Args:
+        model: a Sequential or functional Keras model.
+        hidden_gates: names of the layers whose hidden units get gates. A
+            layer inside a `Bidirectional` wrapper is named
+            `"<wrapper name>/<layer name>"`, e.g.
+            `"bidirectional/forward_lstm"`.
+        input_gates: names of the layers whose input features get gates.
+        **gate_kwargs: further arguments of the gated layers:
+            `l0_penalty`, `penalty_form`, `initial_keep_probability`.
+
+    Returns:
+        A new Keras model of the same kind; `model` is not modified.
+
+    Example:
+
+    >>> gated = gate_model(model, ["lstm"], l0_penalty=1e-4)
+    >>> gated.compile(optimizer="adam", loss="mse")
+    >>> gated.fit(x, y, epochs=5)
+    >>> slim = keras_l0.shrink(gated)
+    """
+    unknown = sorted(set(gate_kwargs) - set(_GATE_ARGUMENTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown gate arguments: {unknown}. Expected some of "
+            f"{list(_GATE_ARGUMENTS)}"
+        )
+    if isinstance(hidden_gates, str) or isinstance(input_gates, str):
+        raise ValueError(
+            "`hidden_gates` and `input_gates` must be sequences of layer "
+            f"names. Received: hidden_gates={hidden_gates!r}, "
+            f"input_gates={input_gates!r}"
+        )
+    if not hidden_gates and not input_gates:
+        raise ValueError(
+            "Name at least one layer in `hidden_gates` or `input_gates`."
+        )
+    new_model, _ = _gated_copy(
+        model, set(hidden_gates), set(input_gates), gate_kwargs
+    )
+    return new_model
+
+
 def fixed_gate_model(model, keep_units, keep_inputs=None):
     """Copies `model` with fixed 0/1 gates on chosen recurrent layers.
 
@@ -209,8 +256,38 @@ def fixed_gate_model(model, keep_units, keep_inputs=None):
     """
     keep_units = {k: _indices(v, k) for k, v in keep_units.items()}
     keep_inputs = {k: _indices(v, k) for k, v in (keep_inputs or {}).items()}
+    new_model, new_by_key = _gated_copy(
+        model, set(keep_units), set(keep_inputs), dict(l0_penalty=0.0)
+    )
+    for key, new in new_by_key.items():
+        for keep, log_alpha in (
+            (keep_units.get(key), getattr(new.cell, "hidden_log_alpha", None)),
+            (keep_inputs.get(key), getattr(new.cell, "input_log_alpha", None)),
+        ):
+            if keep is None:
+                continue
+            size = log_alpha.shape[0]
+            if keep.size and (keep.min() < 0 or keep.max() >= size):
+                raise ValueError(
+                    f"Indices for layer '{key}' must lie in [0, {size}). "
+                    f"Received: {keep.tolist()}"
+                )
+            value = np.full((size,), -FIXED_LOG_ALPHA, "float32")
+            value[keep] = FIXED_LOG_ALPHA
+            log_alpha.assign(value)
+    return new_model
+
+
+def _gated_copy(model, hidden, inputs, gate_config):
+    """Clones `model`, the plain recurrent layers named in `hidden` or
+    `inputs` replaced by gated ones with their weights and `gate_config`.
+
+    Returns:
+        The new model and a dict from layer name to its new gated layer.
+    """
     known = dict(_recurrent_layers(model))
-    for key in (*keep_units, *keep_inputs):
+    chosen = hidden | inputs
+    for key in sorted(chosen):
         if key not in known:
             raise ValueError(
                 f"No recurrent layer named '{key}' in model '{model.name}'. "
@@ -219,17 +296,13 @@ def fixed_gate_model(model, keep_units, keep_inputs=None):
         if type(known[key]) not in _PLAIN_FOR_GATED:
             raise ValueError(
                 f"Layer '{key}' is a {type(known[key]).__name__}; only plain "
-                "LSTM, GRU and SimpleRNN layers can be given fixed gates."
+                "LSTM, GRU and SimpleRNN layers can be given gates."
             )
-
-    chosen = {*keep_units, *keep_inputs}
 
     def gated(key, rnn):
         config = rnn.get_config()
         config.update(
-            input_gates=key in keep_inputs,
-            hidden_gates=key in keep_units,
-            l0_penalty=0.0,
+            input_gates=key in inputs, hidden_gates=key in hidden, **gate_config
         )
         return _PLAIN_FOR_GATED[type(rnn)].from_config(config)
 
@@ -270,22 +343,7 @@ def fixed_gate_model(model, keep_units, keep_inputs=None):
         for name in ("kernel", "recurrent_kernel", "bias"):
             if getattr(old.cell, name, None) is not None:
                 getattr(new.cell, name).assign(getattr(old.cell, name))
-        for keep, log_alpha in (
-            (keep_units.get(key), getattr(new.cell, "hidden_log_alpha", None)),
-            (keep_inputs.get(key), getattr(new.cell, "input_log_alpha", None)),
-        ):
-            if keep is None:
-                continue
-            size = log_alpha.shape[0]
-            if keep.size and (keep.min() < 0 or keep.max() >= size):
-                raise ValueError(
-                    f"Indices for layer '{key}' must lie in [0, {size}). "
-                    f"Received: {keep.tolist()}"
-                )
-            value = np.full((size,), -FIXED_LOG_ALPHA, "float32")
-            value[keep] = FIXED_LOG_ALPHA
-            log_alpha.assign(value)
-    return new_model
+    return new_model, {key: new_by_key[key] for key in chosen}
 
 
 def _indices(values, key):

@@ -21,9 +21,6 @@ sys.path.insert(0, EXAMPLE_DIR)
 import ptb_language_model  # noqa: E402
 import ptb_lm  # noqa: E402
 import ptb_shrink  # noqa: E402
-
-
-from ptb_helpers import data_dir as _data_dir  # noqa: E402
 from ptb_helpers import requires_data  # noqa: E402
 
 VOCABULARY = 30
@@ -216,6 +213,31 @@ def test_magnitude_prune_keeps_the_largest_neurons():
         ptb_lm.magnitude_prune(model, [4, 2])
 
 
+def test_gate_dense_model_gates_like_build_model():
+    model = _tiny_model(dropout=0.2)
+    gated = ptb_lm.gate_dense_model(model, l0_penalty=1e-4)
+    built = _tiny_model(gated=True, dropout=0.2)
+    assert [type(layer) for layer in gated.layers] == [
+        type(layer) for layer in built.layers
+    ]
+    for new, reference in zip(gated.layers, built.layers):
+        if ptb_lm.is_gated(new):
+            assert new.cell.input_gates == reference.cell.input_gates
+            assert new.cell.hidden_gates == reference.cell.hidden_gates
+            assert new.get_config()["l0_penalty"] == 1e-4
+    with pytest.raises(ValueError, match="plain Embedding -> LSTM"):
+        ptb_lm.gate_dense_model(built)
+
+    hidden_only = ptb_lm.gate_dense_model(model, input_gates=False)
+    built = ptb_lm.build_model(
+        VOCABULARY, 6, [5, 4], gated=True, input_gates=False
+    )
+    for gated in (hidden_only, built):
+        cells = [layer.cell for layer in gated.layers if ptb_lm.is_gated(layer)]
+        assert len(cells) == 2
+        assert all(c.hidden_gates and not c.input_gates for c in cells)
+
+
 def test_missing_data_is_one_error_line(tmp_path, capsys):
     status = ptb_language_model.main(
         ["--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]
@@ -305,6 +327,26 @@ def test_dense_run_resumes_then_magnitude_prunes_it(
     assert "units 10/10, 6/6" in lines[0]
     assert _results(magnitude)["neurons"][0]["inputs"] == 8
 
+    # Gates on the trained dense model: all open, nothing trained, it is
+    # the dense model.
+    gated = str(tmp_path / "gated")
+    argv = TINY + [
+        "--model", "gated", "--dense-model",
+        os.path.join(dense, "model.keras"), "--l0-penalty", "1e-5",
+        "--initial-keep-probability", "0.999", "--epochs", "0",
+        "--out", gated,
+    ]  # fmt: skip
+    assert ptb_language_model.main(argv) == 0
+    capsys.readouterr()
+    for split in ("valid", "test"):
+        assert _results(gated)[f"{split}_perplexity"] == pytest.approx(
+            results[f"{split}_perplexity"], rel=1e-5
+        )
+    model = keras.models.load_model(os.path.join(gated, "model.keras"))
+    lstms = [layer for layer in model.layers if ptb_lm.is_recurrent(layer)]
+    assert all(map(ptb_lm.is_gated, lstms))
+    assert lstms[0].cell.input_gates and not lstms[1].cell.input_gates
+
 
 @requires_data
 def test_gated_run_on_jax_without_tensorflow_then_shrink(tmp_path, capsys):
@@ -391,6 +433,15 @@ def test_new_usage_errors(tmp_path, capsys):
             f"no such file: --from {absent}",
         ),
         (["--from", existing], "--from needs --model retrain"),
+        (["--dense-model", existing], "--dense-model needs --model magnitude"),
+        (
+            ["--model", "retrain", "--from", existing, "--finetune-epochs",
+             "1", "--dense-model", existing],
+            "--dense-model needs --model magnitude or gated",
+        ),
+        (gated + ["--dense-model", absent], "no such file: --dense-model"),
+        (gated + ["--keep", "2,2,2"], "--keep needs --model magnitude"),
+        (["--no-input-gates"], "--no-input-gates needs --model gated"),
         (gated + ["--from", existing], "--from needs --model retrain"),
         (
             ["--model", "magnitude", "--dense-model", existing, "--keep",
@@ -449,6 +500,12 @@ def test_phases_decay_the_finetune_learning_rate():
     assert _learning_rates(plan)[1][1] == pytest.approx(
         [last, last / 10, last / 100]
     )
+    plan = ptb_language_model.phases(
+        _args(gated + ["--finetune-epochs", "5", "--finetune-lr", "1",
+                       "--finetune-decay", "0.5", "--finetune-hold", "2"]),
+        config,
+    )  # fmt: skip
+    assert _learning_rates(plan)[1] == ("finetune", [1, 1, 1, 0.5, 0.25])
 
     # Retrain and magnitude only fine-tune.
     args = ptb_language_model.build_parser().parse_args(

@@ -55,6 +55,8 @@ def test_report_on_a_tiny_study(tmp_path):
             os.path.join(EXAMPLES, "ptb_report.py"),
             "--runs",
             str(runs),
+            "--runs",
+            f"again={runs}",
             "--configs",
             "tiny",
             "--runs-per-file",
@@ -71,7 +73,10 @@ def test_report_on_a_tiny_study(tmp_path):
         tmp_path,
     )
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
-    result = json.loads((tmp_path / "ptb.json").read_text())["configs"]["tiny"]
+    configs = json.loads((tmp_path / "ptb.json").read_text())["configs"]
+    assert list(configs) == ["tiny", "tiny, again"]
+    assert configs["tiny, again"]["config"] == "tiny"
+    result = configs["tiny"]
     dense = result["dense"]
     assert dense["sizes"] == [16, 16, 16]
     assert set(dense["latency_ms"]) == {"model", "stack", "model_step", "stack_step"}
@@ -83,10 +88,15 @@ def test_report_on_a_tiny_study(tmp_path):
     assert max(gated["max_diff_keras_tflite"].values()) < 1e-4
     assert "--model retrain" in row["gated_retrained"]["command"]
     assert "--model magnitude" in magnitude["command"]
+    assert gated["from_dense"] is False
+    assert "--model gated" in gated["command"]
+    assert "input-gates" not in gated["command"]
     text = page.read_text()
     assert text.startswith("intro\n<!-- results:begin -->\n### tiny")
     assert text.endswith("<!-- results:end -->\ntail\n")
     assert "old" not in text
+    assert "\n### tiny, again (16/16/16)\n" in text
+    assert f"Runs: `{runs}`." in text
     assert (tmp_path / "ptb.png").stat().st_size > 10000
 
 

@@ -1,11 +1,8 @@
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-
-import pytest
-
-from keras_l0.datasets import ptb
 
 EXAMPLE_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -18,7 +15,6 @@ import ptb_language_model  # noqa: E402
 import ptb_reproduce  # noqa: E402
 
 SCRIPT = os.path.join(EXAMPLE_DIR, "ptb_reproduce.py")
-
 
 from ptb_helpers import data_dir as _data_dir  # noqa: E402
 from ptb_helpers import requires_data  # noqa: E402
@@ -50,7 +46,6 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
             f"small-gated-{budget}",
             f"small-gated-{budget}-shrink",
             f"small-magnitude-{budget}",
-            f"small-retrain-{budget}",
         ]
     assert list(jobs) == expected
     assert not os.path.exists(out)
@@ -73,14 +68,10 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
         assert jobs[f"small-magnitude-{budget}"] == [
             "<after", "small-dense", f"small-gated-{budget}", ">",
         ]  # fmt: skip
-        retrain = jobs[f"small-retrain-{budget}"]
-        assert _option(retrain, "--from") == os.path.join(
-            gated_dir, "slim.keras"
-        )
-        assert _option(retrain, "--out") == os.path.join(
-            out, f"small-retrain-{budget}"
-        )
-    # The training commands are valid for ptb_language_model.py.
+    # The training commands are valid for ptb_language_model.py (once the
+    # dense model they start from exists).
+    os.makedirs(os.path.join(out, "small-dense"))
+    open(os.path.join(out, "small-dense", "model.keras"), "w").close()
     for name in ["small-dense"] + [f"small-gated-{b}" for b in budgets]:
         argv = jobs[name][2:]
         assert "--resume" not in argv
@@ -90,9 +81,12 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
             "small", "/ptb", 1,
         )  # fmt: skip
     recipe = ptb_reproduce.RECIPES["small"]
+    assert recipe.from_dense
     gated = ptb_language_model.build_parser().parse_args(
         jobs["small-gated-0.3"][2:]
     )
+    assert gated.dense_model == os.path.join(out, "small-dense", "model.keras")
+    assert gated.epochs == recipe.gated_epochs
     assert (gated.model, gated.budget, gated.l0_penalty) == (
         "gated", 0.3, recipe.l0_penalty,
     )  # fmt: skip
@@ -105,13 +99,6 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
         recipe.gated_lr,
     )
     assert gated.finetune_decay == recipe.finetune_decay
-    retrain = ptb_language_model.build_parser().parse_args(
-        jobs["small-retrain-0.3"][2:]
-    )
-    assert (retrain.model, retrain.finetune_epochs, retrain.finetune_lr) == (
-        "retrain", recipe.finetune_epochs, recipe.magnitude_lr,
-    )  # fmt: skip
-    assert retrain.finetune_decay == recipe.finetune_decay
 
 
 def test_dry_run_budgets_and_extra(tmp_path, capsys):
@@ -125,10 +112,10 @@ def test_dry_run_budgets_and_extra(tmp_path, capsys):
         "tiny-dense", "tiny-gated-0.5", "tiny-gated-0.5-shrink",
         "tiny-magnitude-0.5", "tiny-retrain-0.5",
         "small-dense", "small-gated-0.4", "small-gated-0.4-shrink",
-        "small-magnitude-0.4", "small-retrain-0.4", "small-gated-0.2",
-        "small-gated-0.2-shrink", "small-magnitude-0.2", "small-retrain-0.2",
+        "small-magnitude-0.4", "small-gated-0.2", "small-gated-0.2-shrink",
+        "small-magnitude-0.2",
     ]  # fmt: skip
-    for name in ("tiny-dense", "small-gated-0.4", "small-retrain-0.2"):
+    for name in ("tiny-dense", "small-gated-0.4", "tiny-retrain-0.5"):
         argv = jobs[name]
         assert argv[-4:] == ["--max-steps", "5", "--epochs", "1"]
         assert _option(argv, "--eval-batch-size") == "7"
@@ -185,6 +172,46 @@ def test_magnitude_keeps_the_gated_runs_sizes(tmp_path):
     jobs = {job.name: job for job in ptb_reproduce.plan(args)}
     assert jobs["tiny-dense"].argv[-1] == "--resume"
     assert "--resume" not in jobs["tiny-gated-0.5"].argv
+
+
+def test_from_dense_recipe_starts_the_gates_on_the_dense_model(
+    tmp_path, monkeypatch
+):
+    out = str(tmp_path)
+    tiny = ptb_reproduce.RECIPES["tiny"]
+    recipe = dataclasses.replace(tiny, from_dense=True, gated_epochs=2)
+    monkeypatch.setitem(ptb_reproduce.RECIPES, "tiny", recipe)
+    args = ptb_reproduce.build_parser().parse_args(
+        ["--configs", "tiny", "--out", out]
+    )
+    jobs = {job.name: job for job in ptb_reproduce.plan(args)}
+    assert list(jobs) == [
+        "tiny-dense", "tiny-gated-0.5", "tiny-gated-0.5-shrink",
+        "tiny-magnitude-0.5",
+    ]  # fmt: skip
+    dense_model = os.path.join(out, "tiny-dense", "model.keras")
+    gated = jobs["tiny-gated-0.5"]
+    assert gated.after == ("tiny-dense",)
+    assert _option(gated.argv, "--dense-model") == dense_model
+    assert _option(gated.argv, "--epochs") == "2"
+    parsed = ptb_language_model.build_parser().parse_args(gated.argv[2:])
+    assert (parsed.finetune_epochs, parsed.finetune_lr) == (
+        recipe.finetune_epochs,
+        recipe.gated_lr,
+    )
+    neurons = [
+        dict(name="a", inputs=16, inputs_active=7, units=16, units_active=5),
+        dict(name="b", inputs=16, inputs_active=16, units=16, units_active=3),
+    ]
+    _write_json(
+        os.path.join(out, "tiny-gated-0.5", "results.json"),
+        dict(neurons=neurons),
+    )
+    argv = jobs["tiny-magnitude-0.5"].make_argv()
+    assert _option(argv, "--dense-model") == dense_model
+    # The same extra epochs as the gated model: gate training + fine-tuning.
+    assert _option(argv, "--finetune-epochs") == str(2 + recipe.finetune_epochs)
+    assert _option(argv, "--finetune-hold") == "2"
 
 
 def _load(path):

@@ -455,6 +455,60 @@ def test_fixed_gate_model_makes_a_pruning_baseline():
         fixed_gate_model(model, {"lstm": [5]})
 
 
+def test_gate_model_gates_a_trained_model():
+    inputs = keras.Input((None, 6))
+    x = layers.LSTM(5, return_sequences=True, name="lstm")(inputs)
+    x = layers.Bidirectional(
+        layers.GRU(4, name="gru"), merge_mode="concat", name="bidirectional"
+    )(x)
+    model = keras.Model(inputs, layers.Dense(2)(x))
+    randomize(model, seed=15)
+    x = sequences()
+    expected = outputs(model, x)[0]
+
+    gated = keras_l0.gate_model(
+        model,
+        ["lstm", "bidirectional/backward_gru"],
+        input_gates=["lstm"],
+        l0_penalty=1e-3,
+        initial_keep_probability=0.8,
+    )
+    lstm = gated.get_layer("lstm")
+    wrapper = gated.get_layer("bidirectional")
+    assert isinstance(lstm, keras_l0.GatedLSTM)
+    assert lstm.cell.input_gates and lstm.cell.hidden_gates
+    assert lstm.get_config()["l0_penalty"] == 1e-3
+    assert type(wrapper.forward_layer) is layers.GRU
+    backward = wrapper.backward_layer
+    assert isinstance(backward, keras_l0.GatedGRU)
+    assert backward.cell.hidden_gates and not backward.cell.input_gates
+    assert type(model.get_layer("lstm")) is layers.LSTM
+
+    keep = float(keras.ops.convert_to_numpy(eval_gate(lstm.cell.hidden_log_alpha))[0])
+    assert 0.0 < keep < 1.0
+    gated(x, training=True)
+    assert gated.losses and float(sum(gated.losses)) > 0.0
+    for w in gated.weights:
+        if w.path.endswith("log_alpha"):
+            assert w.trainable
+            w.assign(np.full(w.shape, OPEN, "float32"))
+    np.testing.assert_allclose(outputs(gated, x)[0], expected, atol=1e-6)
+
+    set_hidden(lstm, [CLOSED, OPEN, OPEN, CLOSED, 1.5])
+    assert assert_exact(gated, x).get_layer("lstm").units == 3
+
+    with pytest.raises(ValueError, match="Unknown gate arguments"):
+        keras_l0.gate_model(model, ["lstm"], units=3)
+    with pytest.raises(ValueError, match="at least one layer"):
+        keras_l0.gate_model(model, [])
+    with pytest.raises(ValueError, match="sequences of layer names"):
+        keras_l0.gate_model(model, "lstm")
+    with pytest.raises(ValueError, match="No recurrent layer named 'gru'"):
+        keras_l0.gate_model(model, ["gru"])
+    with pytest.raises(ValueError, match="only plain"):
+        keras_l0.gate_model(gated, ["lstm"])
+
+
 def build_stack(spec):
     """A random stack: input kind, recurrent layers, head."""
     if spec["source"] == "embedding":

@@ -171,6 +171,13 @@ def build_parser():
         "--penalty-form", choices=("weights", "neurons"), default="weights"
     )
     parser.add_argument(
+        "--no-input-gates",
+        dest="input_gates",
+        action="store_false",
+        help="gated: gates on the hidden units only, none on the embedding "
+        "dimensions",
+    )
+    parser.add_argument(
         "--initial-keep-probability", type=float, default=0.9
     )
     parser.add_argument(
@@ -194,6 +201,13 @@ def build_parser():
         "(default: 1, constant)",
     )
     parser.add_argument(
+        "--finetune-hold",
+        type=_non_negative_int,
+        default=0,
+        help="epochs by which the fine-tuning decay is delayed (default 0: "
+        "only the first epoch runs at --finetune-lr)",
+    )
+    parser.add_argument(
         "--dropout",
         type=float,
         help="dropout rate on the non-recurrent connections instead of the "
@@ -202,7 +216,9 @@ def build_parser():
     )
     parser.add_argument(
         "--dense-model",
-        help="magnitude: the trained dense model.keras to prune",
+        help="magnitude: the trained dense model.keras to prune; gated: "
+        "start from its weights (keras_l0.gate_model) instead of a random "
+        "initialisation",
     )
     parser.add_argument(
         "--keep",
@@ -235,13 +251,17 @@ def check_args(args):
         raise UsageError("--l0-penalty and --budget need --model gated")
     elif args.l0_warmup:
         raise UsageError("--l0-warmup needs --model gated")
+    elif not args.input_gates:
+        raise UsageError("--no-input-gates needs --model gated")
     if args.model == "magnitude":
         if args.dense_model is None or args.keep is None:
             raise UsageError("--model magnitude needs --dense-model and --keep")
-        if not os.path.isfile(args.dense_model):
-            raise UsageError(f"no such file: --dense-model {args.dense_model}")
-    elif args.dense_model is not None or args.keep is not None:
-        raise UsageError("--dense-model and --keep need --model magnitude")
+    elif args.keep is not None:
+        raise UsageError("--keep needs --model magnitude")
+    elif args.dense_model is not None and args.model != "gated":
+        raise UsageError("--dense-model needs --model magnitude or gated")
+    if args.dense_model is not None and not os.path.isfile(args.dense_model):
+        raise UsageError(f"no such file: --dense-model {args.dense_model}")
     if args.model == "retrain":
         if args.from_model is None or not args.finetune_epochs:
             raise UsageError("--model retrain needs --from and --finetune-epochs")
@@ -275,12 +295,12 @@ def phases(args, config):
         epochs = config.epochs if args.epochs is None else args.epochs
         plan.append(("train", epochs, config.learning_rate))
     if args.model != "dense" and args.finetune_epochs:
-        decay = args.finetune_decay
+        decay, hold = args.finetune_decay, args.finetune_hold
         plan.append(
             (
                 "finetune",
                 args.finetune_epochs,
-                lambda epoch: finetune_lr * decay**epoch,
+                lambda epoch: finetune_lr * decay ** max(0, epoch - hold),
             )
         )
     return plan
@@ -401,7 +421,7 @@ def l0_callbacks(args, plain):
 
 
 def initial_model(args, config, data):
-    if args.model in ("retrain", "magnitude"):
+    if args.model in ("retrain", "magnitude") or args.dense_model:
         model = loaded_model(args)
         if args.dropout is not None and not ptb_lm.set_dropout(
             model, args.dropout
@@ -410,13 +430,6 @@ def initial_model(args, config, data):
                 "--dropout: the loaded model has no Dropout layer to change"
             )
         return model
-    gate_kwargs = None
-    if args.model == "gated":
-        gate_kwargs = dict(
-            l0_penalty=args.l0_penalty,
-            penalty_form=args.penalty_form,
-            initial_keep_probability=args.initial_keep_probability,
-        )
     return ptb_lm.build_model(
         len(data.vocabulary),
         config.units,
@@ -424,13 +437,24 @@ def initial_model(args, config, data):
         dropout=config.dropout if args.dropout is None else args.dropout,
         init_scale=config.init_scale,
         gated=args.model == "gated",
-        gate_kwargs=gate_kwargs,
+        gate_kwargs=gate_kwargs(args),
         seed=args.seed,
+        input_gates=args.input_gates,
+    )
+
+
+def gate_kwargs(args):
+    if args.model != "gated":
+        return None
+    return dict(
+        l0_penalty=args.l0_penalty,
+        penalty_form=args.penalty_form,
+        initial_keep_probability=args.initial_keep_probability,
     )
 
 
 def loaded_model(args):
-    """The starting model of a retrain or magnitude run."""
+    """The starting model of a retrain, magnitude or gated-from-dense run."""
     if args.model == "retrain":
         model = keras.models.load_model(args.from_model, compile=False)
         try:
@@ -444,6 +468,13 @@ def loaded_model(args):
             )
         return model
     dense = keras.models.load_model(args.dense_model, compile=False)
+    if args.model == "gated":
+        try:
+            return ptb_lm.gate_dense_model(
+                dense, input_gates=args.input_gates, **gate_kwargs(args)
+            )
+        except ValueError as e:
+            raise UsageError(f"--dense-model {args.dense_model}: {e}")
     try:
         slim, _ = ptb_lm.magnitude_prune(dense, args.keep)
     except ValueError as e:
@@ -478,7 +509,9 @@ def previous_state(args, run):
     if not exists:
         raise UsageError(f"--resume: no run in {run.out!r}")
     state = run.load_state()
-    saved, given = state["args"], run_defining(args)
+    # A run saved before an argument existed had that argument's default.
+    saved = {**run_defining(build_parser().parse_args([])), **state["args"]}
+    given = run_defining(args)
     differing = sorted(
         name
         for name in set(saved) | set(given)

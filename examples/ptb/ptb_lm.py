@@ -40,6 +40,7 @@ from keras_l0.callbacks import kept_neurons
 from keras_l0.datasets import ptb
 from keras_l0.shrink import FIXED_LOG_ALPHA
 from keras_l0.shrink import fixed_gate_model
+from keras_l0.shrink import gate_model
 from keras_l0.shrink import shrink
 
 
@@ -129,6 +130,7 @@ def build_model(
     gated=False,
     gate_kwargs=None,
     seed=None,
+    input_gates=True,
 ):
     """The plain language model: logits for every position.
 
@@ -148,6 +150,8 @@ def build_model(
         gate_kwargs: dict of further `GatedLSTM` arguments (`l0_penalty`,
             `penalty_form`, `initial_keep_probability`).
         seed: int or None, seeds the initialisation and the dropout masks.
+        input_gates: gated: gate the embedding dimensions (else hidden
+            units only).
 
     Returns:
         A functional `keras.Model` from int32 ids `(batch, time)` to logits
@@ -185,7 +189,7 @@ def build_model(
         if gated:
             layer = keras_l0.GatedLSTM(
                 width,
-                input_gates=i == 0,
+                input_gates=input_gates and i == 0,
                 hidden_gates=True,
                 **(gate_kwargs or {}),
                 **common,
@@ -646,6 +650,29 @@ def magnitude_prune(model, keep):
         model, dict(zip(lstms, kept[1:])), {lstms[0]: kept[0]}
     )
     return shrink(gated), kept
+
+
+def gate_dense_model(model, input_gates=True, **gate_kwargs):
+    """A gated copy of a trained plain model, gated as `build_model` gates.
+
+    Input gates on the first LSTM (the embedding dimensions), hidden gates
+    on every LSTM, the weights those of `model`
+    (`keras_l0.shrink.gate_model`).
+
+    Args:
+        model: a plain (ungated) chain model from `build_model`.
+        input_gates: gate the embedding dimensions (else hidden units only).
+        **gate_kwargs: `GatedLSTM` arguments (`l0_penalty`, ...).
+
+    Raises:
+        ValueError: `model` is not a plain `build_model` chain.
+    """
+    layers = [layer for layer in chain_layers(model) if layer.weights]
+    _check_plain_chain(layers)
+    lstms = [layer.name for layer in layers if is_recurrent(layer)]
+    return gate_model(
+        model, lstms, lstms[:1] if input_gates else [], **gate_kwargs
+    )
 
 
 class UsageError(Exception):

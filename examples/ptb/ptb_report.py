@@ -1,7 +1,8 @@
 """Exports and times the models of a PTB study and writes its results page.
 
-Reads the run folders that `ptb_reproduce.py` wrote (`--runs`) and, per
-configuration:
+Reads the run folders that `ptb_reproduce.py` wrote (`--runs`, which may be
+given several times, e.g. for a second study with another recipe: each
+folder's configurations get their own tables) and, per configuration:
 
 - exports with `keras_l0.export.to_tflite` (float32, batch 1, fused LSTM
   ops) the dense model, every shrunk gated model (`slim.keras`) and every
@@ -29,7 +30,8 @@ LSTM-stack speedup) and replaces the part of `--page` between the
 Example (CPU machine with the `export` extra installed):
 
 ```
-python examples/ptb/ptb_report.py --runs runs/ptb
+python examples/ptb/ptb_report.py --runs runs/ptb \\
+    --runs "from dense=runs/ptb-cpu"
 ```
 """
 
@@ -70,7 +72,13 @@ DOCS = os.path.join(
 
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", default=os.path.join("runs", "ptb"))
+    parser.add_argument(
+        "--runs",
+        action="append",
+        type=_labelled,
+        help="[LABEL=]FOLDER of a study's runs; repeat for more studies, "
+        "whose tables are headed '<config>, LABEL' (default: runs/ptb)",
+    )
     parser.add_argument("--configs", default="small,medium,large")
     parser.add_argument("--seq-len", type=int, default=35)
     parser.add_argument(
@@ -90,6 +98,11 @@ def build_parser():
     parser.add_argument("--plot", default=os.path.join(DOCS, "ptb_pareto.png"))
     parser.add_argument("--page", default=os.path.join(DOCS, "ptb.md"))
     return parser
+
+
+def _labelled(text):
+    label, _, folder = text.rpartition("=")
+    return label, folder
 
 
 def read_json(path):
@@ -115,11 +128,15 @@ def run_command(folder):
         flag = "--" + name.replace("_", "-")
         if name == "from_model":
             flag = "--from"
+        if name == "input_gates":
+            if value is False:
+                argv.append("--no-input-gates")
+            continue
         if value is None or value is False or name == "resume":
             continue
         if name == "initial_keep_probability" and value == 0.9:
             continue
-        if name in ("seed", "l0_warmup", "budget_start") and value == 0:
+        if name in ("seed", "l0_warmup", "budget_start", "finetune_hold") and value == 0:
             continue
         if name == "finetune_epochs" and value == 0:
             continue
@@ -217,8 +234,7 @@ def config_entries(runs, config):
     return dense, budgets
 
 
-def report_config(args, config):
-    runs = args.runs
+def report_config(args, runs, config):
     dense_results, budgets = config_entries(runs, config)
     if dense_results is None:
         return None
@@ -286,6 +302,8 @@ def report_config(args, config):
         return entry
 
     result = dict(
+        config=config,
+        runs=runs,
         dense=dict(
             measures("dense"),
             valid_perplexity=dense_results["valid_perplexity"],
@@ -327,6 +345,11 @@ def report_config(args, config):
                 ],
                 budget_reached=gated["lstm_params"]
                 / (budget * dense["lstm_params"]),
+                from_dense=bool(
+                    read_json(os.path.join(gated_dir, "state.json"))["args"].get(
+                        "dense_model"
+                    )
+                ),
                 command=run_command(gated_dir),
             )
             row["gated"] = gated
@@ -354,12 +377,12 @@ def report_config(args, config):
 def budget_runs(folder, study):
     """Budget reached by every gated run: the study's and `folder`'s."""
     found = []
-    for config, result in study["configs"].items():
+    for result in study["configs"].values():
         for row in result["budgets"]:
             if "gated" in row:
                 found.append(
                     dict(
-                        config=config,
+                        config=result["config"],
                         budget=row["budget"],
                         lstm_params=row["gated"]["lstm_params"],
                         reached=row["gated"]["budget_reached"],
@@ -402,10 +425,12 @@ def _ms(value):
 
 def tables(study):
     lines = []
-    for config, result in study["configs"].items():
+    for key, result in study["configs"].items():
         dense = result["dense"]
         lines += [
-            f"### {config} ({'/'.join(str(s) for s in dense['sizes'])})",
+            f"### {key} ({'/'.join(str(s) for s in dense['sizes'])})",
+            "",
+            f"Runs: `{result['runs']}`.",
             "",
             "| model | emb / h1 / h2 | LSTM params | all params | valid ppl | "
             "test ppl | TFLite MB | stack ms (35) | speedup | FLOP ratio | "
@@ -445,7 +470,8 @@ def tables(study):
         for row in result["budgets"]:
             budget = row["budget"]
             if "gated" in row:
-                lines.append(line(f"gated, budget {budget:g}", row["gated"]))
+                start = " from the dense model" if row["gated"]["from_dense"] else ""
+                lines.append(line(f"gated{start}, budget {budget:g}", row["gated"]))
             if "magnitude" in row:
                 lines.append(line(f"magnitude, budget {budget:g}", row["magnitude"]))
         lines += ["", "Perplexities (test) and budgets:", ""]
@@ -478,8 +504,8 @@ def tables(study):
 
 def commands(study):
     lines = ["```sh"]
-    for config, result in study["configs"].items():
-        lines.append(f"# {config}")
+    for key, result in study["configs"].items():
+        lines.append(f"# {key}")
         lines.append(result["dense"]["command"])
         for row in result["budgets"]:
             for key in ("gated", "gated_retrained", "magnitude"):
@@ -510,6 +536,7 @@ def plot(study, path):
     )
     for axis, config in zip(axes[0], configs):
         result = study["configs"][config]
+        axis.set_title(f"PTB {config}")
         dense = result["dense"]
         axis.axhline(dense["test_perplexity"], color="gray", ls="--")
         axis.plot(
@@ -545,7 +572,6 @@ def plot(study, path):
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("LSTM-stack speedup, LiteRT 1 thread (x)")
         axis.set_ylabel("test perplexity")
-        axis.set_title(f"PTB {config}")
         axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path + ".tmp.png", dpi=110)
@@ -566,9 +592,11 @@ def write_page(page, text):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not os.path.isdir(args.runs):
-        print(f"{PROG}: error: no run folder {args.runs!r}", file=sys.stderr)
-        return 2
+    studies = args.runs or [("", os.path.join("runs", "ptb"))]
+    for _, folder in studies:
+        if not os.path.isdir(folder):
+            print(f"{PROG}: error: no run folder {folder!r}", file=sys.stderr)
+            return 2
     import_libraries()
     study = dict(
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, "
@@ -577,10 +605,12 @@ def main(argv=None):
         seq_len=args.seq_len,
         configs={},
     )
-    for config in args.configs.split(","):
-        result = report_config(args, config)
-        if result is not None:
-            study["configs"][config] = result
+    for index, (label, folder) in enumerate(studies):
+        for config in args.configs.split(","):
+            result = report_config(args, folder, config)
+            if result is not None:
+                key = f"{config}, {label or folder}" if index else config
+                study["configs"][key] = result
     study["budget_control"] = budget_runs(args.budget_runs, study)
     with open(args.json + ".tmp", "w", encoding="utf-8") as f:
         json.dump(study, f, indent=1)

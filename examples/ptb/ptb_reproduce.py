@@ -46,6 +46,16 @@ class Recipe:
     epochs: the gated model from `gated_lr`, the magnitude model (which has
     far more to recover) from `magnitude_lr`, each decaying by
     `finetune_decay` per epoch.
+
+    With `from_dense` the gated model starts from the trained dense model
+    (`--dense-model`) and trains its gates for `gated_epochs` epochs (the
+    configuration's learning rates) instead of the configuration's epochs
+    from scratch; the magnitude model then gets those epochs as well
+    (`gated_epochs + finetune_epochs`, the first `gated_epochs` at
+    `magnitude_lr` before the decay starts, so that with `gated_lr ==
+    magnitude_lr` equal to the configuration's rate both models see the same
+    learning rate in every epoch), and there is no retrain run: both models
+    already start from the dense model.
     """
 
     budgets: tuple
@@ -56,10 +66,14 @@ class Recipe:
     gated_lr: float
     magnitude_lr: float
     finetune_decay: float
+    from_dense: bool = False
+    gated_epochs: int = None
 
 
 RECIPES = {
-    "small": Recipe((0.5, 0.3, 0.15), 1e-7, 3, 0, 4, 0.1, 1.0, 0.5),
+    "small": Recipe(
+        (0.5, 0.3, 0.15), 1e-7, 2, 0, 3, 1.0, 1.0, 0.5, from_dense=True, gated_epochs=3
+    ),
     "medium": Recipe((0.075,), 3e-8, 10, 1, 6, 0.1, 1.0, 0.5),
     "large": Recipe((0.04,), 1e-8, 18, 1, 6, 0.1, 1.0, 0.5),
     "tiny": Recipe((0.5,), 1e-5, 1, 0, 1, 0.1, 1.0, 0.5),
@@ -169,10 +183,10 @@ def kept_sizes(out, gated_name):
     return ",".join(str(max(size, 1)) for size in sizes)
 
 
-def finetune_args(recipe, learning_rate):
+def finetune_args(epochs, learning_rate, recipe):
     return [
         "--finetune-epochs",
-        str(recipe.finetune_epochs),
+        str(epochs),
         "--finetune-lr",
         f"{learning_rate:g}",
         "--finetune-decay",
@@ -187,6 +201,13 @@ def plan(args):
         recipe = RECIPES[config]
         dense = f"{config}-dense"
         jobs.append(Job(dense, train_argv(args, config, "dense", dense, [])))
+        dense_model = os.path.join(run_dir(args.out, dense), "model.keras")
+        start, magnitude_epochs, hold = [], recipe.finetune_epochs, []
+        if recipe.from_dense:
+            start = ["--dense-model", dense_model]
+            start += ["--epochs", str(recipe.gated_epochs)]
+            magnitude_epochs += recipe.gated_epochs
+            hold = ["--finetune-hold", str(recipe.gated_epochs)]
         for budget in budgets.get(config, recipe.budgets):
             gated = f"{config}-gated-{budget:g}"
             jobs.append(
@@ -198,6 +219,7 @@ def plan(args):
                         "gated",
                         gated,
                         [
+                            *start,
                             "--l0-penalty",
                             f"{recipe.l0_penalty:g}",
                             "--budget",
@@ -206,9 +228,12 @@ def plan(args):
                             str(recipe.budget_epochs),
                             "--budget-start",
                             str(recipe.budget_start),
-                            *finetune_args(recipe, recipe.gated_lr),
+                            *finetune_args(
+                                recipe.finetune_epochs, recipe.gated_lr, recipe
+                            ),
                         ],
                     ),
+                    after=(dense,) if recipe.from_dense else (),
                 )
             )
             shrink_argv = [
@@ -231,10 +256,12 @@ def plan(args):
 
             def magnitude_argv(
                 config=config,
-                dense=dense,
+                dense_model=dense_model,
                 gated=gated,
                 magnitude=magnitude,
                 recipe=recipe,
+                epochs=magnitude_epochs,
+                hold=hold,
             ):
                 return train_argv(
                     args,
@@ -243,10 +270,11 @@ def plan(args):
                     magnitude,
                     [
                         "--dense-model",
-                        os.path.join(run_dir(args.out, dense), "model.keras"),
+                        dense_model,
                         "--keep",
                         kept_sizes(args.out, gated),
-                        *finetune_args(recipe, recipe.magnitude_lr),
+                        *finetune_args(epochs, recipe.magnitude_lr, recipe),
+                        *hold,
                     ],
                 )
 
@@ -258,6 +286,8 @@ def plan(args):
                     make_argv=magnitude_argv,
                 )
             )
+            if recipe.from_dense:
+                continue
             retrain = f"{config}-retrain-{budget:g}"
             jobs.append(
                 Job(
@@ -270,7 +300,11 @@ def plan(args):
                         [
                             "--from",
                             os.path.join(run_dir(args.out, gated), "slim.keras"),
-                            *finetune_args(recipe, recipe.magnitude_lr),
+                            *finetune_args(
+                                recipe.finetune_epochs,
+                                recipe.magnitude_lr,
+                                recipe,
+                            ),
                         ],
                     ),
                     after=(f"{gated}-shrink",),
