@@ -46,6 +46,7 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
             f"small-gated-{budget}",
             f"small-gated-{budget}-shrink",
             f"small-magnitude-{budget}",
+            f"small-retrain-{budget}",
         ]
     assert list(jobs) == expected
     assert not os.path.exists(out)
@@ -68,10 +69,14 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
         assert jobs[f"small-magnitude-{budget}"] == [
             "<after", "small-dense", f"small-gated-{budget}", ">",
         ]  # fmt: skip
-    # The training commands are valid for ptb_language_model.py (once the
-    # dense model they start from exists).
-    os.makedirs(os.path.join(out, "small-dense"))
-    open(os.path.join(out, "small-dense", "model.keras"), "w").close()
+        retrain = jobs[f"small-retrain-{budget}"]
+        assert _option(retrain, "--from") == os.path.join(
+            gated_dir, "slim.keras"
+        )
+        assert _option(retrain, "--out") == os.path.join(
+            out, f"small-retrain-{budget}"
+        )
+    # The training commands are valid for ptb_language_model.py.
     for name in ["small-dense"] + [f"small-gated-{b}" for b in budgets]:
         argv = jobs[name][2:]
         assert "--resume" not in argv
@@ -81,12 +86,9 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
             "small", "/ptb", 1,
         )  # fmt: skip
     recipe = ptb_reproduce.RECIPES["small"]
-    assert recipe.from_dense
     gated = ptb_language_model.build_parser().parse_args(
         jobs["small-gated-0.3"][2:]
     )
-    assert gated.dense_model == os.path.join(out, "small-dense", "model.keras")
-    assert gated.epochs == recipe.gated_epochs
     assert (gated.model, gated.budget, gated.l0_penalty) == (
         "gated", 0.3, recipe.l0_penalty,
     )  # fmt: skip
@@ -99,6 +101,13 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
         recipe.gated_lr,
     )
     assert gated.finetune_decay == recipe.finetune_decay
+    retrain = ptb_language_model.build_parser().parse_args(
+        jobs["small-retrain-0.3"][2:]
+    )
+    assert (retrain.model, retrain.finetune_epochs, retrain.finetune_lr) == (
+        "retrain", recipe.finetune_epochs, recipe.magnitude_lr,
+    )  # fmt: skip
+    assert retrain.finetune_decay == recipe.finetune_decay
 
 
 def test_dry_run_budgets_and_extra(tmp_path, capsys):
@@ -112,10 +121,10 @@ def test_dry_run_budgets_and_extra(tmp_path, capsys):
         "tiny-dense", "tiny-gated-0.5", "tiny-gated-0.5-shrink",
         "tiny-magnitude-0.5", "tiny-retrain-0.5",
         "small-dense", "small-gated-0.4", "small-gated-0.4-shrink",
-        "small-magnitude-0.4", "small-gated-0.2", "small-gated-0.2-shrink",
-        "small-magnitude-0.2",
+        "small-magnitude-0.4", "small-retrain-0.4", "small-gated-0.2",
+        "small-gated-0.2-shrink", "small-magnitude-0.2", "small-retrain-0.2",
     ]  # fmt: skip
-    for name in ("tiny-dense", "small-gated-0.4", "tiny-retrain-0.5"):
+    for name in ("tiny-dense", "small-gated-0.4", "small-retrain-0.2"):
         argv = jobs[name]
         assert argv[-4:] == ["--max-steps", "5", "--epochs", "1"]
         assert _option(argv, "--eval-batch-size") == "7"
@@ -212,6 +221,29 @@ def test_from_dense_recipe_starts_the_gates_on_the_dense_model(
     # The same extra epochs as the gated model: gate training + fine-tuning.
     assert _option(argv, "--finetune-epochs") == str(2 + recipe.finetune_epochs)
     assert _option(argv, "--finetune-hold") == "2"
+
+
+def test_from_dense_flag(tmp_path, capsys):
+    jobs = _dry_run(
+        capsys,
+        ["--configs", "small", "--budgets", "small=0.3", "--out",
+         str(tmp_path), "--from-dense", "3", "--l0-penalty", "2e-5"],
+    )  # fmt: skip
+    assert list(jobs) == [
+        "small-dense", "small-gated-0.3", "small-gated-0.3-shrink",
+        "small-magnitude-0.3",
+    ]  # fmt: skip
+    gated = jobs["small-gated-0.3"]
+    assert _option(gated, "--dense-model").endswith("model.keras")
+    assert _option(gated, "--epochs") == "3"
+    assert _option(gated, "--budget-epochs") == "2"
+    assert _option(gated, "--l0-penalty") == "2e-05"
+    recipe = ptb_reproduce.RECIPES["small"]
+    assert float(_option(gated, "--finetune-lr")) == recipe.magnitude_lr
+    assert ptb_reproduce.main(
+        ["--from-dense", "0", "--out", str(tmp_path), "--dry-run"]
+    ) == 2
+    assert "--from-dense must be >= 1" in capsys.readouterr().err
 
 
 def _load(path):

@@ -609,7 +609,7 @@ def main(argv=None):
         for config in args.configs.split(","):
             result = report_config(args, folder, config)
             if result is not None:
-                key = f"{config}, {label or folder}" if index else config
+                key = f"{config}, {label or folder}" if label or index else config
                 study["configs"][key] = result
     study["budget_control"] = budget_runs(args.budget_runs, study)
     with open(args.json + ".tmp", "w", encoding="utf-8") as f:

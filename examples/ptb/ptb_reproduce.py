@@ -12,6 +12,10 @@ with its log beside it as `<name>.log`. A run whose `results.json` exists
 is skipped and an interrupted one resumed, so the same command continues a
 stopped study. At the end `--out/study.json` gathers every run's results.
 
+`--from-dense EPOCHS` starts the gated models from the trained dense model
+instead (`ptb_language_model.py --model gated --dense-model`), with the
+magnitude baseline given the same epochs and learning rates.
+
 Nothing here imports TensorFlow: run it with `KERAS_BACKEND=jax` on a GPU
 machine, then time and export the slim models on a CPU machine with
 `ptb_report.py`.
@@ -71,9 +75,7 @@ class Recipe:
 
 
 RECIPES = {
-    "small": Recipe(
-        (0.5, 0.3, 0.15), 1e-7, 2, 0, 3, 1.0, 1.0, 0.5, from_dense=True, gated_epochs=3
-    ),
+    "small": Recipe((0.5, 0.3, 0.15), 1e-7, 3, 0, 4, 0.1, 1.0, 0.5),
     "medium": Recipe((0.075,), 3e-8, 10, 1, 6, 0.1, 1.0, 0.5),
     "large": Recipe((0.04,), 1e-8, 18, 1, 6, 0.1, 1.0, 0.5),
     "tiny": Recipe((0.5,), 1e-5, 1, 0, 1, 0.1, 1.0, 0.5),
@@ -114,6 +116,20 @@ def build_parser():
         default=[],
         help="CONFIG=B1[,B2...]: parameter budgets (fractions of the LSTM "
         "stack) instead of the recipe's, e.g. small=0.5,0.3",
+    )
+    parser.add_argument(
+        "--from-dense",
+        type=int,
+        metavar="EPOCHS",
+        help="start every gated run from the trained dense model and train "
+        "its gates for EPOCHS epochs (the budget schedule over EPOCHS - 1), "
+        "then fine-tune as the magnitude baseline does; the magnitude "
+        "baseline gets the same epochs and learning rates",
+    )
+    parser.add_argument(
+        "--l0-penalty",
+        type=float,
+        help="starting λ of every gated run instead of the recipe's",
     )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=os.path.join("runs", "ptb"))
@@ -199,6 +215,17 @@ def plan(args):
     jobs = []
     for config in args.configs.split(","):
         recipe = RECIPES[config]
+        if args.from_dense:
+            recipe = dataclasses.replace(
+                recipe,
+                from_dense=True,
+                gated_epochs=args.from_dense,
+                budget_epochs=max(1, args.from_dense - 1),
+                budget_start=0,
+                gated_lr=recipe.magnitude_lr,
+            )
+        if args.l0_penalty is not None:
+            recipe = dataclasses.replace(recipe, l0_penalty=args.l0_penalty)
         dense = f"{config}-dense"
         jobs.append(Job(dense, train_argv(args, config, "dense", dense, [])))
         dense_model = os.path.join(run_dir(args.out, dense), "model.keras")
@@ -343,6 +370,9 @@ def main(argv=None):
             f"{PROG}: error: unknown config {sorted(unknown)} or --jobs < 1",
             file=sys.stderr,
         )
+        return 2
+    if args.from_dense is not None and args.from_dense < 1:
+        print(f"{PROG}: error: --from-dense must be >= 1", file=sys.stderr)
         return 2
     jobs = plan(args)
     if args.dry_run:
