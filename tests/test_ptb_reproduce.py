@@ -148,6 +148,25 @@ def _write_json(path, data):
         json.dump(data, f)
 
 
+def _write_gated_results(out, second_layer_units):
+    """The kept neurons of a finished tiny gated run: 7 embedding
+    dimensions, 5 and `second_layer_units` hidden units."""
+    neurons = [
+        dict(name="a", inputs=16, inputs_active=7, units=16, units_active=5),
+        dict(
+            name="b",
+            inputs=16,
+            inputs_active=16,
+            units=16,
+            units_active=second_layer_units,
+        ),
+    ]
+    _write_json(
+        os.path.join(out, "tiny-gated-0.5", "results.json"),
+        dict(neurons=neurons),
+    )
+
+
 def test_magnitude_keeps_the_gated_runs_sizes(tmp_path):
     out = str(tmp_path)
     args = ptb_reproduce.build_parser().parse_args(
@@ -160,14 +179,7 @@ def test_magnitude_keeps_the_gated_runs_sizes(tmp_path):
     assert jobs["tiny-retrain-0.5"].after == ("tiny-gated-0.5-shrink",)
     assert jobs["tiny-gated-0.5-shrink"].after == ("tiny-gated-0.5",)
     # The kept sizes are read when the job starts, after the gated run.
-    neurons = [
-        dict(name="a", inputs=16, inputs_active=7, units=16, units_active=5),
-        dict(name="b", inputs=16, inputs_active=16, units=16, units_active=0),
-    ]
-    _write_json(
-        os.path.join(out, "tiny-gated-0.5", "results.json"),
-        dict(neurons=neurons),
-    )
+    _write_gated_results(out, second_layer_units=0)
     argv = magnitude.make_argv()
     assert _option(argv, "--keep") == "7,5,1"
     assert _option(argv, "--dense-model") == os.path.join(
@@ -208,14 +220,7 @@ def test_from_dense_recipe_starts_the_gates_on_the_dense_model(
         recipe.finetune_epochs,
         recipe.gated_lr,
     )
-    neurons = [
-        dict(name="a", inputs=16, inputs_active=7, units=16, units_active=5),
-        dict(name="b", inputs=16, inputs_active=16, units=16, units_active=3),
-    ]
-    _write_json(
-        os.path.join(out, "tiny-gated-0.5", "results.json"),
-        dict(neurons=neurons),
-    )
+    _write_gated_results(out, second_layer_units=3)
     argv = jobs["tiny-magnitude-0.5"].make_argv()
     assert _option(argv, "--dense-model") == dense_model
     # The same extra epochs as the gated model: gate training + fine-tuning.

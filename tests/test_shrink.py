@@ -417,14 +417,20 @@ def test_slim_model_saves_without_custom_objects(tmp_path):
     )
 
 
-def test_fixed_gate_model_makes_a_pruning_baseline():
+def plain_lstm_bigru(seed):
+    """A plain LSTM -> Bidirectional(GRU) -> Dense model, random weights."""
     inputs = keras.Input((None, 6))
     x = layers.LSTM(5, return_sequences=True, name="lstm")(inputs)
     x = layers.Bidirectional(
         layers.GRU(4, name="gru"), merge_mode="concat", name="bidirectional"
     )(x)
     model = keras.Model(inputs, layers.Dense(2)(x))
-    randomize(model, seed=14)
+    randomize(model, seed=seed)
+    return model
+
+
+def test_fixed_gate_model_makes_a_pruning_baseline():
+    model = plain_lstm_bigru(seed=14)
     x = sequences()
     everything = fixed_gate_model(
         model, {"lstm": range(5)}, keep_inputs={"lstm": range(6)}
@@ -456,13 +462,7 @@ def test_fixed_gate_model_makes_a_pruning_baseline():
 
 
 def test_gate_model_gates_a_trained_model():
-    inputs = keras.Input((None, 6))
-    x = layers.LSTM(5, return_sequences=True, name="lstm")(inputs)
-    x = layers.Bidirectional(
-        layers.GRU(4, name="gru"), merge_mode="concat", name="bidirectional"
-    )(x)
-    model = keras.Model(inputs, layers.Dense(2)(x))
-    randomize(model, seed=15)
+    model = plain_lstm_bigru(seed=15)
     x = sequences()
     expected = outputs(model, x)[0]
 
