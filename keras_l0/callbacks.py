@@ -446,6 +446,13 @@ class BudgetController(keras.callbacks.Callback):
             `None`: 25 updates per epoch.
         horizon: int >= 0, how many updates ahead the forecast looks
             (0: no forecast). Default 10.
+        rise_gain: float > 0, per update, the step of log λ per unit of
+            log excess size while the network is larger than scheduled.
+            Default `None`: 0.05, for gates trained with the network from
+            the start. Gates added to a trained network
+            (`keras_l0.gate_model`) reopen as soon as λ drops, since the
+            data loss pulls them open: use a faster rise (e.g. 0.25) and
+            no forecast (`horizon=0`) there.
         model: optional functional model to count sizes on, for when the
             model being trained is not one that `keras_l0.shrink` can plan
             (e.g. a subclassed model that trains copies of its layers). Its
@@ -493,6 +500,7 @@ class BudgetController(keras.callbacks.Callback):
         start_epoch=0,
         update_every=None,
         horizon=10,
+        rise_gain=None,
         model=None,
         verbose=0,
     ):
@@ -508,6 +516,15 @@ class BudgetController(keras.callbacks.Callback):
         if update_every is not None:
             _check_int("update_every", update_every, 1)
         _check_int("horizon", horizon, 0)
+        if rise_gain is not None:
+            if not isinstance(
+                rise_gain, (int, float, np.number)
+            ) or not rise_gain > 0:
+                raise ValueError(
+                    "`rise_gain` must be a number > 0. Received: "
+                    f"rise_gain={rise_gain!r}"
+                )
+            self.rise_gain = float(rise_gain)
         self.target = float(target)
         self.metric = metric
         self.warmup_epochs = warmup_epochs

@@ -337,6 +337,20 @@ def test_budget_controller_sets_lambda_and_logs():
     assert history.history["budget/scheduled"][1] < controller.dense_size
 
 
+def test_budget_controller_rise_gain_sets_how_fast_lambda_rises():
+    scales = {}
+    for rise_gain in (None, 0.25):
+        model, _ = open_gated_model(l0_penalty=1e-3)
+        x, y = fixed_data(samples=64)
+        controller = BudgetController(0.5, update_every=2, rise_gain=rise_gain)
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[controller])
+        scales[rise_gain] = controller.l0_scale
+    assert BudgetController(0.5).rise_gain == 0.05
+    # The same excess at every update (the gates cannot move): the
+    # integral part of log λ grows 5 times faster.
+    assert 1 < scales[None] < scales[0.25]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -345,6 +359,9 @@ def test_budget_controller_sets_lambda_and_logs():
         {"target": 0.5, "metric": "weights"},
         {"target": 0.5, "warmup_epochs": 0},
         {"target": 0.5, "update_every": 0},
+        {"target": 0.5, "rise_gain": 0},
+        {"target": 0.5, "rise_gain": -0.1},
+        {"target": 0.5, "rise_gain": "fast"},
     ],
 )
 def test_budget_controller_rejects_bad_arguments(kwargs):

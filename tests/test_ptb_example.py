@@ -412,6 +412,9 @@ def test_new_usage_errors(tmp_path, capsys):
         (["--budget-start", "2"], "need --budget"),
         (gated + ["--budget-epochs", "3"], "need --budget"),
         (gated + ["--budget-start", "1"], "need --budget"),
+        (gated + ["--budget-horizon", "0"], "need --budget"),
+        (gated + ["--budget-rise-gain", "0.2"], "need --budget"),
+        (gated + ["--budget", "0.3", "--budget-rise-gain", "0"], "must be > 0"),
         (gated + ["--budget", "0.5", "--budget-epochs", "0"], "must be >= 1"),
         (gated + ["--budget", "0.5", "--budget-start", "-1"], "must be >= 0"),
         (["--finetune-decay", "0"], "(0, 1]"),
@@ -443,6 +446,13 @@ def test_new_usage_errors(tmp_path, capsys):
         (gated + ["--keep", "2,2,2"], "--keep needs --model magnitude"),
         (["--no-input-gates"], "--no-input-gates needs --model gated"),
         (gated + ["--from", existing], "--from needs --model retrain"),
+        (gated + ["--lr", "0"], "--lr must be > 0"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (
+            ["--model", "magnitude", "--dense-model", existing, "--keep",
+             "2,2,2", "--lr", "0.5"],
+            "magnitude and retrain take --finetune-lr",
+        ),
         (
             ["--model", "magnitude", "--dense-model", existing, "--keep",
              "2,2,2", "--from", existing],
@@ -507,6 +517,17 @@ def test_phases_decay_the_finetune_learning_rate():
     )  # fmt: skip
     assert _learning_rates(plan)[1] == ("finetune", [1, 1, 1, 0.5, 0.25])
 
+    # --lr: a constant rate for the training epochs.
+    plan = ptb_language_model.phases(
+        _args(gated + ["--lr", "0.25", "--finetune-epochs", "2",
+                       "--finetune-lr", "0.25", "--finetune-decay", "0.5"]),
+        config,
+    )  # fmt: skip
+    assert _learning_rates(plan) == [
+        ("train", [0.25] * 5),
+        ("finetune", [0.25, 0.125]),
+    ]
+
     # Retrain and magnitude only fine-tune.
     args = ptb_language_model.build_parser().parse_args(
         ["--model", "retrain", "--from", "slim.keras", "--finetune-epochs",
@@ -539,6 +560,16 @@ def test_budget_schedule_flags_reach_the_controller():
     assert (controller.warmup_epochs, controller.start_epoch) == (5, 2)
     (controller,) = ptb_language_model.l0_callbacks(_args(gated), None)
     assert (controller.warmup_epochs, controller.start_epoch) == (None, 0)
+    assert controller.horizon == BudgetController(0.3).horizon
+    (controller,) = ptb_language_model.l0_callbacks(
+        _args(gated + ["--budget-horizon", "0"]), None
+    )
+    assert controller.horizon == 0
+    assert controller.rise_gain == BudgetController.rise_gain
+    (controller,) = ptb_language_model.l0_callbacks(
+        _args(gated + ["--budget-rise-gain", "0.25"]), None
+    )
+    assert controller.rise_gain == 0.25
 
 
 @requires_data

@@ -178,6 +178,8 @@ def test_magnitude_keeps_the_gated_runs_sizes(tmp_path):
     assert set(magnitude.after) == {"tiny-dense", "tiny-gated-0.5"}
     assert jobs["tiny-retrain-0.5"].after == ("tiny-gated-0.5-shrink",)
     assert jobs["tiny-gated-0.5-shrink"].after == ("tiny-gated-0.5",)
+    assert "--budget-horizon" not in jobs["tiny-gated-0.5"].argv
+    assert "--budget-rise-gain" not in jobs["tiny-gated-0.5"].argv
     # The kept sizes are read when the job starts, after the gated run.
     _write_gated_results(out, second_layer_units=0)
     argv = magnitude.make_argv()
@@ -215,6 +217,7 @@ def test_from_dense_recipe_starts_the_gates_on_the_dense_model(
     assert gated.after == ("tiny-dense",)
     assert _option(gated.argv, "--dense-model") == dense_model
     assert _option(gated.argv, "--epochs") == "2"
+    assert float(_option(gated.argv, "--lr")) == recipe.gated_lr
     parsed = ptb_language_model.build_parser().parse_args(gated.argv[2:])
     assert (parsed.finetune_epochs, parsed.finetune_lr) == (
         recipe.finetune_epochs,
@@ -243,12 +246,42 @@ def test_from_dense_flag(tmp_path, capsys):
     assert _option(gated, "--epochs") == "3"
     assert _option(gated, "--budget-epochs") == "2"
     assert _option(gated, "--l0-penalty") == "2e-05"
+    assert _option(gated, "--budget-horizon") == "0"
+    assert _option(gated, "--budget-rise-gain") == "0.25"
     recipe = ptb_reproduce.RECIPES["small"]
+    assert float(_option(gated, "--lr")) == recipe.magnitude_lr
     assert float(_option(gated, "--finetune-lr")) == recipe.magnitude_lr
     assert ptb_reproduce.main(
         ["--from-dense", "0", "--out", str(tmp_path), "--dry-run"]
     ) == 2
     assert "--from-dense must be >= 1" in capsys.readouterr().err
+    for bad in (["--gated-lr", "0.25"], ["--from-dense", "3", "--gated-lr", "0"]):
+        assert ptb_reproduce.main(
+            [*bad, "--out", str(tmp_path), "--dry-run"]
+        ) == 2
+        assert "--gated-lr must be > 0" in capsys.readouterr().err
+
+
+def test_gated_lr_sets_both_pruned_models_rates(tmp_path, capsys):
+    out = str(tmp_path)
+    args = ptb_reproduce.build_parser().parse_args(
+        ["--configs", "tiny", "--out", out, "--from-dense", "2",
+         "--gated-lr", "0.25", "--finetune-epochs", "3"]
+    )  # fmt: skip
+    jobs = {job.name: job for job in ptb_reproduce.plan(args)}
+    gated = jobs["tiny-gated-0.5"].argv
+    assert _option(gated, "--lr") == "0.25"
+    assert _option(gated, "--finetune-lr") == "0.25"
+    assert _option(gated, "--finetune-epochs") == "3"
+    _write_gated_results(out, second_layer_units=3)
+    magnitude = jobs["tiny-magnitude-0.5"].make_argv()
+    assert _option(magnitude, "--finetune-lr") == "0.25"
+    assert _option(magnitude, "--finetune-hold") == "2"
+    assert _option(magnitude, "--finetune-epochs") == "5"
+    assert ptb_reproduce.main(
+        ["--finetune-epochs", "0", "--out", out, "--dry-run"]
+    ) == 2
+    assert "--finetune-epochs must be >= 1" in capsys.readouterr().err
 
 
 def _load(path):

@@ -118,6 +118,13 @@ def build_parser():
         help="training epochs (default: the config's)",
     )
     parser.add_argument(
+        "--lr",
+        type=float,
+        help="constant learning rate (Zaremba scale) of the training epochs "
+        "instead of the config's schedule, e.g. lower for gates trained on "
+        "a --dense-model",
+    )
+    parser.add_argument(
         "--num-steps",
         type=ptb_lm.positive_int,
         help="unrolled steps per window (default: the config's, 35)",
@@ -166,6 +173,20 @@ def build_parser():
         type=_non_negative_int,
         default=0,
         help="gated: epoch at which the --budget schedule starts to descend",
+    )
+    parser.add_argument(
+        "--budget-horizon",
+        type=_non_negative_int,
+        help="gated: updates of λ ahead that the --budget controller "
+        "forecasts the kept size (default 10; 0 for none, e.g. for gates on "
+        "a --dense-model, which the data loss pushes back open)",
+    )
+    parser.add_argument(
+        "--budget-rise-gain",
+        type=float,
+        help="gated: how fast the --budget controller raises λ while the "
+        "network is larger than scheduled (default 0.05; e.g. 0.25 for "
+        "gates on a --dense-model)",
     )
     parser.add_argument(
         "--penalty-form", choices=("weights", "neurons"), default="weights"
@@ -275,14 +296,30 @@ def check_args(args):
         )
     if args.finetune_lr is not None and not args.finetune_lr > 0:
         raise UsageError("--finetune-lr must be > 0")
+    if args.lr is not None:
+        if args.model in ("magnitude", "retrain"):
+            raise UsageError(
+                "--lr is for the training epochs of dense and gated; "
+                "magnitude and retrain take --finetune-lr"
+            )
+        if not args.lr > 0:
+            raise UsageError("--lr must be > 0")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UsageError("--dropout must lie in [0, 1)")
     if not 0 < args.finetune_decay <= 1:
         raise UsageError("--finetune-decay must lie in (0, 1]")
+    if args.budget_rise_gain is not None and not args.budget_rise_gain > 0:
+        raise UsageError("--budget-rise-gain must be > 0")
     if args.budget is None and (
-        args.budget_epochs is not None or args.budget_start
+        args.budget_epochs is not None
+        or args.budget_start
+        or args.budget_horizon is not None
+        or args.budget_rise_gain is not None
     ):
-        raise UsageError("--budget-epochs and --budget-start need --budget")
+        raise UsageError(
+            "--budget-epochs, --budget-start, --budget-horizon and "
+            "--budget-rise-gain need --budget"
+        )
 
 
 def phases(args, config):
@@ -293,7 +330,10 @@ def phases(args, config):
     plan = []
     if args.model not in ("magnitude", "retrain"):
         epochs = config.epochs if args.epochs is None else args.epochs
-        plan.append(("train", epochs, config.learning_rate))
+        learning_rate = config.learning_rate
+        if args.lr is not None:
+            learning_rate = lambda epoch: args.lr  # noqa: E731
+        plan.append(("train", epochs, learning_rate))
     if args.model != "dense" and args.finetune_epochs:
         decay, hold = args.finetune_decay, args.finetune_hold
         plan.append(
@@ -408,6 +448,11 @@ def l0_callbacks(args, plain):
     if args.l0_warmup:
         result.append(callbacks.L0Warmup(args.l0_penalty, args.l0_warmup))
     if args.budget is not None:
+        control = {}
+        if args.budget_horizon is not None:
+            control["horizon"] = args.budget_horizon
+        if args.budget_rise_gain is not None:
+            control["rise_gain"] = args.budget_rise_gain
         result.append(
             callbacks.BudgetController(
                 args.budget,
@@ -415,6 +460,7 @@ def l0_callbacks(args, plain):
                 warmup_epochs=args.budget_epochs,
                 start_epoch=args.budget_start,
                 model=plain,
+                **control,
             )
         )
     return result

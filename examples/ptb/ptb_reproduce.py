@@ -52,14 +52,16 @@ class Recipe:
     `finetune_decay` per epoch.
 
     With `from_dense` the gated model starts from the trained dense model
-    (`--dense-model`) and trains its gates for `gated_epochs` epochs (the
-    configuration's learning rates) instead of the configuration's epochs
-    from scratch; the magnitude model then gets those epochs as well
-    (`gated_epochs + finetune_epochs`, the first `gated_epochs` at
-    `magnitude_lr` before the decay starts, so that with `gated_lr ==
-    magnitude_lr` equal to the configuration's rate both models see the same
-    learning rate in every epoch), and there is no retrain run: both models
-    already start from the dense model.
+    (`--dense-model`) and trains its gates for `gated_epochs` epochs at the
+    constant rate `gated_lr` instead of the configuration's epochs from
+    scratch, then fine-tunes from `gated_lr`; the magnitude model gets those
+    epochs as well (`gated_epochs + finetune_epochs`, the first
+    `gated_epochs` at `magnitude_lr` before the decay starts, with
+    `magnitude_lr == gated_lr`, so both models see the same learning rate in
+    every epoch), and there is no retrain run: both models already start
+    from the dense model. Its budget controller forecasts nothing
+    (`budget_horizon` 0) and raises λ faster (`budget_rise_gain` 0.25):
+    gates on a trained network reopen as soon as λ drops.
     """
 
     budgets: tuple
@@ -72,6 +74,8 @@ class Recipe:
     finetune_decay: float
     from_dense: bool = False
     gated_epochs: int = None
+    budget_horizon: int = None
+    budget_rise_gain: float = None
 
 
 RECIPES = {
@@ -127,9 +131,25 @@ def build_parser():
         "baseline gets the same epochs and learning rates",
     )
     parser.add_argument(
+        "--gated-lr",
+        type=float,
+        metavar="LR",
+        help="with --from-dense: the learning rate of the gate epochs and "
+        "the first fine-tuning rate of both pruned models (default: the "
+        "recipe's magnitude rate, 1; lower keeps the dense model from "
+        "overfitting again)",
+    )
+    parser.add_argument(
         "--l0-penalty",
         type=float,
         help="starting λ of every gated run instead of the recipe's",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        metavar="EPOCHS",
+        help="fine-tuning epochs of every pruned model instead of the "
+        "recipe's",
     )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=os.path.join("runs", "ptb"))
@@ -216,16 +236,24 @@ def plan(args):
     for config in args.configs.split(","):
         recipe = RECIPES[config]
         if args.from_dense:
+            learning_rate = args.gated_lr or recipe.magnitude_lr
             recipe = dataclasses.replace(
                 recipe,
                 from_dense=True,
                 gated_epochs=args.from_dense,
                 budget_epochs=max(1, args.from_dense - 1),
                 budget_start=0,
-                gated_lr=recipe.magnitude_lr,
+                gated_lr=learning_rate,
+                magnitude_lr=learning_rate,
+                budget_horizon=0,
+                budget_rise_gain=0.25,
             )
         if args.l0_penalty is not None:
             recipe = dataclasses.replace(recipe, l0_penalty=args.l0_penalty)
+        if args.finetune_epochs is not None:
+            recipe = dataclasses.replace(
+                recipe, finetune_epochs=args.finetune_epochs
+            )
         dense = f"{config}-dense"
         jobs.append(Job(dense, train_argv(args, config, "dense", dense, [])))
         dense_model = os.path.join(run_dir(args.out, dense), "model.keras")
@@ -233,8 +261,13 @@ def plan(args):
         if recipe.from_dense:
             start = ["--dense-model", dense_model]
             start += ["--epochs", str(recipe.gated_epochs)]
+            start += ["--lr", f"{recipe.gated_lr:g}"]
             magnitude_epochs += recipe.gated_epochs
             hold = ["--finetune-hold", str(recipe.gated_epochs)]
+        if recipe.budget_horizon is not None:
+            start += ["--budget-horizon", str(recipe.budget_horizon)]
+        if recipe.budget_rise_gain is not None:
+            start += ["--budget-rise-gain", f"{recipe.budget_rise_gain:g}"]
         for budget in budgets.get(config, recipe.budgets):
             gated = f"{config}-gated-{budget:g}"
             jobs.append(
@@ -373,6 +406,17 @@ def main(argv=None):
         return 2
     if args.from_dense is not None and args.from_dense < 1:
         print(f"{PROG}: error: --from-dense must be >= 1", file=sys.stderr)
+        return 2
+    if args.finetune_epochs is not None and args.finetune_epochs < 1:
+        print(f"{PROG}: error: --finetune-epochs must be >= 1", file=sys.stderr)
+        return 2
+    if args.gated_lr is not None and (
+        args.from_dense is None or not args.gated_lr > 0
+    ):
+        print(
+            f"{PROG}: error: --gated-lr must be > 0 and needs --from-dense",
+            file=sys.stderr,
+        )
         return 2
     jobs = plan(args)
     if args.dry_run:
