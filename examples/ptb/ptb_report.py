@@ -530,37 +530,77 @@ def plot(study, path):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    configs = list(study["configs"])
+    # One panel per configuration; a second study of a configuration
+    # ("small, LABEL") joins its panel with dashed lines and open markers.
+    panels = {}
+    for key in study["configs"]:
+        panels.setdefault(key.split(", ", 1)[0], []).append(key)
     figure, axes = plt.subplots(
-        1, len(configs), figsize=(5 * len(configs), 4), squeeze=False
+        1, len(panels), figsize=(5.5 * len(panels), 6), squeeze=False
     )
-    for axis, config in zip(axes[0], configs):
-        result = study["configs"][config]
+    for axis, (config, keys) in zip(axes[0], panels.items()):
         axis.set_title(f"PTB {config}")
-        dense = result["dense"]
-        axis.axhline(dense["test_perplexity"], color="gray", ls="--")
-        axis.plot(
-            [1.0], [dense["test_perplexity"]], "kD", label="dense (1x)"
-        )
         fastest = 1.0
-        for key, marker, color, label in (
-            ("gated", "o", "tab:blue", "L0 gated, shrunk"),
-            ("gated_retrained", "s", "tab:cyan", "L0 gated, shrunk + retrained"),
-            ("magnitude", "^", "tab:red", "magnitude pruning + fine-tuning"),
-        ):
-            timed = "magnitude" if key == "magnitude" else "gated"
-            points = sorted(
-                (row[timed]["speedup"]["stack"], row[key]["test_perplexity"])
-                for row in result["budgets"]
-                if key in row and timed in row
+        for index, key in enumerate(keys):
+            result = study["configs"][key]
+            suffix = "" if key == config else f", {key.split(', ', 1)[1]}"
+            style = dict(
+                ls=("-", "--", ":", "-.")[index % 4],
+                fillstyle="full" if index == 0 else "none",
             )
-            if points:
-                xs, ys = zip(*points)
-                fastest = max(fastest, *xs)
-                axis.plot(xs, ys, marker=marker, color=color, label=label)
-        if "iss" in result:
+            dense = result["dense"]
+            if index == 0:
+                axis.axhline(dense["test_perplexity"], color="gray", ls="--")
+            axis.plot(
+                [1.0],
+                [dense["test_perplexity"]],
+                "kD",
+                fillstyle=style["fillstyle"],
+                label=f"dense (1x){suffix}",
+            )
+            for method, marker, color, label in (
+                ("gated", "o", "tab:blue", "L0 gated, shrunk"),
+                (
+                    "gated_retrained",
+                    "s",
+                    "tab:cyan",
+                    "L0 gated, shrunk + retrained",
+                ),
+                (
+                    "magnitude",
+                    "^",
+                    "tab:red",
+                    "magnitude pruning + fine-tuning",
+                ),
+            ):
+                timed = "magnitude" if method == "magnitude" else "gated"
+                points = sorted(
+                    (
+                        row[timed]["speedup"]["stack"],
+                        row[method]["test_perplexity"],
+                    )
+                    for row in result["budgets"]
+                    if method in row and timed in row
+                )
+                if points:
+                    xs, ys = zip(*points)
+                    fastest = max(fastest, *xs)
+                    axis.plot(
+                        xs,
+                        ys,
+                        marker=marker,
+                        color=color,
+                        label=label + suffix,
+                        **style,
+                    )
+        iss = [
+            study["configs"][key]["iss"]
+            for key in keys
+            if "iss" in study["configs"][key]
+        ]
+        if iss:
             axis.axvline(
-                result["iss"]["speedup"]["stack"],
+                iss[0]["speedup"]["stack"],
                 color="k",
                 ls=":",
                 label="ISS sizes (speed only)",
@@ -572,7 +612,9 @@ def plot(study, path):
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("LSTM-stack speedup, LiteRT 1 thread (x)")
         axis.set_ylabel("test perplexity")
-        axis.legend(fontsize=8)
+        axis.legend(
+            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15)
+        )
     figure.tight_layout()
     figure.savefig(path + ".tmp.png", dpi=110)
     os.replace(path + ".tmp.png", path)
