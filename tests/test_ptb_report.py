@@ -69,6 +69,8 @@ def test_report_on_a_tiny_study(tmp_path):
             str(page),
             "--budget-runs",
             str(tmp_path / "none"),
+            "--budget-runs",
+            str(runs),
         ],
         tmp_path,
     )
@@ -98,6 +100,14 @@ def test_report_on_a_tiny_study(tmp_path):
     assert "\n### tiny, again (16/16/16)\n" in text
     assert f"Runs: `{runs}`." in text
     assert (tmp_path / "ptb.png").stat().st_size > 10000
+    budget_control = json.loads((tmp_path / "ptb.json").read_text())["budget_control"]
+    # Twice from the two study tables, once more as a budget-only run.
+    assert [entry["budget"] for entry in budget_control] == [row["budget"]] * 3
+    assert [("sizes" in entry) for entry in budget_control] == [False, False, True]
+    assert budget_control[2]["sizes"] == gated["sizes"]
+    assert budget_control[2]["reached"] == pytest.approx(gated["budget_reached"])
+    assert "| tiny | from scratch | " in text
+    assert "# budget control only\n" in text
 
 
 def test_report_without_runs_is_a_usage_error(tmp_path):

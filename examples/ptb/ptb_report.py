@@ -90,9 +90,9 @@ def build_parser():
     )
     parser.add_argument(
         "--budget-runs",
-        default=os.path.join("runs", "ptb-budget"),
+        action="append",
         help="folder of further gated runs, reported for the budget they "
-        "reached only",
+        "reached only; repeat for more folders (default: runs/ptb-budget)",
     )
     parser.add_argument("--json", default=os.path.join(DOCS, "ptb.json"))
     parser.add_argument("--plot", default=os.path.join(DOCS, "ptb_pareto.png"))
@@ -374,8 +374,8 @@ def report_config(args, runs, config):
     return result
 
 
-def budget_runs(folder, study):
-    """Budget reached by every gated run: the study's and `folder`'s."""
+def budget_runs(folders, study):
+    """Budget reached by every gated run: the study's and `folders`'."""
     found = []
     for result in study["configs"].values():
         for row in result["budgets"]:
@@ -386,13 +386,17 @@ def budget_runs(folder, study):
                         budget=row["budget"],
                         lstm_params=row["gated"]["lstm_params"],
                         reached=row["gated"]["budget_reached"],
+                        from_dense=row["gated"]["from_dense"],
                         command=row["gated"]["command"],
                     )
                 )
-    if not os.path.isdir(folder):
-        return found
-    for name in sorted(os.listdir(folder)):
-        run = os.path.join(folder, name)
+    runs = [
+        os.path.join(folder, name)
+        for folder in folders
+        if os.path.isdir(folder)
+        for name in sorted(os.listdir(folder))
+    ]
+    for run in runs:
         state = read_json(os.path.join(run, "state.json"))
         if state is None or not os.path.exists(os.path.join(run, "slim.keras")):
             continue
@@ -410,6 +414,7 @@ def budget_runs(folder, study):
                 budget=budget,
                 lstm_params=lstm_params(slim),
                 reached=lstm_params(slim) / (budget * dense),
+                from_dense=bool(state["args"].get("dense_model")),
                 sizes=sizes_of(slim),
                 test_perplexity=shrink_report["slim"]["test_perplexity"],
                 valid_perplexity=shrink_report["slim"]["valid_perplexity"],
@@ -653,7 +658,9 @@ def main(argv=None):
             if result is not None:
                 key = f"{config}, {label or folder}" if label or index else config
                 study["configs"][key] = result
-    study["budget_control"] = budget_runs(args.budget_runs, study)
+    study["budget_control"] = budget_runs(
+        args.budget_runs or [os.path.join("runs", "ptb-budget")], study
+    )
     with open(args.json + ".tmp", "w", encoding="utf-8") as f:
         json.dump(study, f, indent=1)
     os.replace(args.json + ".tmp", args.json)
@@ -662,12 +669,15 @@ def main(argv=None):
         "Budget control (`BudgetController`, LSTM-stack parameters after "
         "shrinking, against the target):",
         "",
-        "| config | target (fraction) | LSTM params kept | reached / target | run |",
-        "|---|---|---|---|---|",
+        "| config | gates trained | target (fraction) | LSTM params kept "
+        "| reached / target | run |",
+        "|---|---|---|---|---|---|",
     ]
     for entry in study["budget_control"]:
         budget_lines.append(
-            f"| {entry['config']} | {entry['budget']:g} | "
+            f"| {entry['config']} | "
+            f"{'on the dense model' if entry['from_dense'] else 'from scratch'} | "
+            f"{entry['budget']:g} | "
             f"{entry['lstm_params']:,} | {100 * entry['reached']:.1f}% | "
             f"`{entry['command'].split('--out ')[-1]}` |"
         )
