@@ -44,7 +44,7 @@ import numpy as np
 
 import keras_l0
 from keras_l0 import export
-from keras_l0.shrink import FIXED_LOG_ALPHA
+from keras_l0.gate_copy import FIXED_LOG_ALPHA
 from keras_l0.shrink import ShrinkError
 from keras_l0.shrink import gated_layers
 from keras_l0.shrink import shrink

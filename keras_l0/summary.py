@@ -10,38 +10,25 @@ work, biases and embedding look-ups are not counted, nor are other layers.
 
 import keras
 
-from keras_l0.shrink import _NUM_BLOCKS
-from keras_l0.shrink import _STANDARD_RECURRENT
+from keras_l0 import structure
 from keras_l0.shrink import ShrinkPlan
+from keras_l0.structure import recurrent_cost
 
 COLUMNS = ("Layer", "Type", "Units", "Inputs", "Params", "FLOPs/step")
 
 
-def recurrent_cost(num_blocks, bias_rows, inputs, units):
-    """`(params, flops_per_step)` of a recurrent layer's weights.
-
-    Args:
-        num_blocks: 4 for LSTM, 3 for GRU, 1 for SimpleRNN.
-        bias_rows: 0 without bias, 2 for GRU with `reset_after=True`, else 1.
-        inputs: number of input features.
-        units: number of units.
-    """
-    params = num_blocks * (inputs * units + units * units + bias_rows * units)
-    flops = 2 * num_blocks * (inputs * units + units * units)
-    return params, flops
-
-
 def _recurrent_dims(layer):
     cell = layer.cell
-    bias_rows = 0
-    if cell.use_bias:
-        bias_rows = 2 if getattr(cell, "reset_after", False) else 1
-    num_blocks = _NUM_BLOCKS[_STANDARD_RECURRENT[type(layer)]]
-    return num_blocks, bias_rows, int(cell.kernel.shape[0]), cell.units
+    return (
+        structure.num_blocks(cell),
+        structure.bias_rows(cell),
+        int(cell.kernel.shape[0]),
+        cell.units,
+    )
 
 
 def _layer_flops(layer):
-    if type(layer) in _STANDARD_RECURRENT:
+    if structure.plain_class(layer) is not None:
         return recurrent_cost(*_recurrent_dims(layer))[1]
     if isinstance(layer, keras.layers.Bidirectional):
         return _layer_flops(layer.forward_layer) + _layer_flops(

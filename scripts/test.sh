@@ -9,7 +9,7 @@ venv="${KERAS_L0_VENV:-.venv}"
 py="$venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check -e ".[export,jax,test,plot]"
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
-multi_backend=(tests/test_layers.py tests/test_shrink.py tests/test_callbacks.py)
+multi_backend=(tests/test_layers.py tests/test_shrink.py tests/test_gate_copy.py tests/test_callbacks.py)
 for f in "${multi_backend[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 
 echo "== tests on the tensorflow backend"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_l0.datasets import ptb
-from keras_l0.layers.gating import block_columns
+from keras_l0.structure import block_columns
 
 EXAMPLE_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -38,9 +38,9 @@ from keras import ops
 import keras_l0
 from keras_l0.callbacks import kept_neurons
 from keras_l0.datasets import ptb
-from keras_l0.shrink import FIXED_LOG_ALPHA
-from keras_l0.shrink import fixed_gate_model
-from keras_l0.shrink import gate_model
+from keras_l0.gate_copy import FIXED_LOG_ALPHA
+from keras_l0.gate_copy import fixed_gate_model
+from keras_l0.gate_copy import gate_model
 from keras_l0.shrink import shrink
 
 
@@ -613,7 +613,7 @@ def magnitude_prune(model, keep):
     """A smaller copy of a plain model without its lowest-norm neurons.
 
     The kept neurons are the `keep[i]` of highest `neuron_norms` in every
-    group; `keras_l0.shrink.fixed_gate_model` closes the others and
+    group; `keras_l0.fixed_gate_model` closes the others and
     `keras_l0.shrink` cuts them out.
 
     Args:
@@ -657,7 +657,7 @@ def gate_dense_model(model, input_gates=True, **gate_kwargs):
 
     Input gates on the first LSTM (the embedding dimensions), hidden gates
     on every LSTM, the weights those of `model`
-    (`keras_l0.shrink.gate_model`).
+    (`keras_l0.gate_model`).
 
     Args:
         model: a plain (ungated) chain model from `build_model`.

@@ -30,8 +30,6 @@ class GatedGRUCell(GatedCellMixin, GRUCell):
     (2, 8)
     """
 
-    num_blocks = 3
-
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedGRU(GatedRNNMixin, GRU):

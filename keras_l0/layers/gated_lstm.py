@@ -30,8 +30,6 @@ class GatedLSTMCell(GatedCellMixin, LSTMCell):
     (2, 8)
     """
 
-    num_blocks = 4
-
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedLSTM(GatedRNNMixin, LSTM):

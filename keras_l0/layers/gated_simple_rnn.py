@@ -30,8 +30,6 @@ class GatedSimpleRNNCell(GatedCellMixin, SimpleRNNCell):
     (2, 8)
     """
 
-    num_blocks = 1
-
 
 @keras.saving.register_keras_serializable(package="keras_l0")
 class GatedSimpleRNN(GatedRNNMixin, SimpleRNN):

@@ -18,7 +18,6 @@ cuDNN path) on gated copies of the kernels, computed once per batch.
 
 import contextlib
 
-import numpy as np
 from keras import backend
 from keras import initializers
 from keras import ops
@@ -26,39 +25,19 @@ from keras.layers import InputSpec
 from keras.layers import RNN
 
 from keras_l0 import hard_concrete
+from keras_l0 import structure
 
 PENALTY_FORMS = ("weights", "neurons")
 DEFAULT_L0_PENALTY = 1e-5
 DEFAULT_KEEP_PROBABILITY = 0.9
 
 
-def block_columns(units, num_blocks, kept_units):
-    """Column indices of `kept_units` in every gate block of a fused matrix.
-
-    Keras stores the gate blocks of an LSTM (i, f, c, o), a GRU (z, r, h) or a
-    simple RNN (one block) side by side along the last axis, each `units`
-    wide. A hidden unit owns one column in each block.
-
-    Args:
-        units: int, the layer's number of units.
-        num_blocks: int, 4 for LSTM, 3 for GRU, 1 for SimpleRNN.
-        kept_units: 1-D integer array, the units to keep.
-
-    Returns:
-        A 1-D integer numpy array of column indices, block by block.
-    """
-    kept_units = np.asarray(kept_units, dtype="int64")
-    return np.concatenate([kept_units + b * units for b in range(num_blocks)])
-
-
 class GatedCellMixin:
     """Gate weights, gate values and the L0 penalty of a gated cell.
 
     Mixed in before a Keras RNN cell class, whose `kernel`,
-    `recurrent_kernel` and `bias` it gates. Subclasses set `num_blocks`.
+    `recurrent_kernel` and `bias` it gates.
     """
-
-    num_blocks = 1
 
     def __init__(
         self,
@@ -153,10 +132,12 @@ class GatedCellMixin:
         )
 
     @property
+    def num_blocks(self):
+        return structure.num_blocks(self)
+
+    @property
     def bias_rows(self):
-        if not self.use_bias:
-            return 0
-        return 2 if getattr(self, "reset_after", False) else 1
+        return structure.bias_rows(self)
 
     def expected_l0(self):
         """The expected L0 norm that the penalty multiplies.
