@@ -66,8 +66,8 @@ def _slim_cost(slim):
         return weights + slim.units * slim.use_bias, 2 * weights
     if slim.kind == "embedding":
         return slim.input_dim * slim.units, 0
-    if slim.kind == "rescaling":
-        return 0, 0
+    if slim.kind == "sized":
+        return slim.params, slim.flops
     return slim.layer.count_params(), _layer_flops(slim.layer)
 
 

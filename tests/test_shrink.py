@@ -43,7 +43,7 @@ def randomize(model, seed=0):
     for w in model.weights:
         if w.path.endswith("log_alpha"):
             w.assign(rng.choice(LOG_ALPHAS, size=w.shape))
-        elif not w.path.endswith("l0_penalty"):
+        elif not w.path.endswith(("l0_penalty", "gate_scale")):
             w.assign(rng.normal(0.0, 0.5, w.shape).astype("float32"))
     for layer in model.layers:
         if isinstance(layer, layers.Bidirectional) and layer.merge_mode in (
@@ -165,14 +165,19 @@ def test_feature_wise_layers_and_concatenate_exact():
     assert slim.layers[-1].kernel.shape[0] == 4 + 2
 
 
-def test_bidirectional_sum_with_different_fractional_gates_is_an_error():
+@pytest.mark.parametrize("merge_mode", ["sum", "ave"])
+def test_bidirectional_sum_with_different_fractional_gates_exact(merge_mode):
     inputs = keras.Input((None, 6))
-    bi = layers.Bidirectional(keras_l0.GatedGRU(3), merge_mode="sum", name="bi")
+    bi = layers.Bidirectional(
+        keras_l0.GatedGRU(3), merge_mode=merge_mode, name="bi"
+    )
     model = keras.Model(inputs, bi(inputs))
     set_hidden(bi.forward_layer, [OPEN, 0.5, CLOSED])
     set_hidden(bi.backward_layer, [OPEN, 1.5, CLOSED])
-    with pytest.raises(ShrinkError, match=r"'bi'.*units \[1\]"):
-        shrink(model)
+    slim = assert_exact(model, sequences())
+    new = slim.get_layer("bi")
+    assert new.forward_layer.units == new.backward_layer.units == 2
+    assert any(isinstance(layer, layers.Rescaling) for layer in slim.layers)
 
 
 def test_embedding_fed_removes_embedding_columns_and_keeps_masking():
@@ -262,16 +267,25 @@ def test_go_backwards_and_unused_states_exact():
     assert slim.layers[1].go_backwards and slim.layers[1].return_state
 
 
-def test_returned_states_of_removed_units_are_an_error():
+def test_returned_states_keep_the_units_they_hold():
     inputs = keras.Input((None, 6))
     rnn = keras_l0.GatedGRU(4, return_state=True, name="encoder")
     output, state = rnn(inputs)
     model = keras.Model(inputs, [output, state])
     set_hidden(rnn, [OPEN, CLOSED, OPEN, OPEN])
-    with pytest.raises(ShrinkError, match="'encoder' returns its states"):
-        shrink(model)
-    set_hidden(rnn, [OPEN, 0.5, OPEN, OPEN])
-    assert_exact(model, sequences())
+    slim = assert_exact(model, sequences())
+    assert slim.get_layer("encoder").units == 4
+
+
+def test_unread_states_of_closed_units_go():
+    inputs = keras.Input((None, 6))
+    rnn = keras_l0.GatedLSTM(4, return_state=True, name="encoder")
+    output, _, _ = rnn(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(output))
+    randomize(model, seed=3)
+    set_hidden(rnn, [OPEN, CLOSED, 0.5, CLOSED])
+    slim = assert_exact(model, sequences())
+    assert slim.get_layer("encoder").units == 2
 
 
 def test_stateful_exact_across_batches():
@@ -303,14 +317,21 @@ def test_all_closed_layer_warns_and_stays_exact():
     assert slim.get_layer("dead").units == 1
 
 
-@pytest.mark.parametrize(
-    "neighbour",
-    [layers.LayerNormalization, lambda: layers.Activation("sigmoid")],
-)
-def test_unsupported_neighbour_is_an_error_naming_it(neighbour):
+def test_activation_not_zero_at_zero_folds_into_the_next_bias():
     inputs = keras.Input((None, 6))
     rnn = keras_l0.GatedLSTM(4, return_sequences=True)
-    norm = neighbour()
+    x = layers.Activation("sigmoid")(rnn(inputs))
+    model = keras.Model(inputs, layers.Dense(2)(x))
+    randomize(model, seed=5)
+    set_hidden(rnn, [OPEN, CLOSED, 0.5, CLOSED])
+    slim = assert_exact(model, sequences())
+    assert slim.layers[-1].kernel.shape == (2, 2)
+
+
+def test_unsupported_neighbour_is_an_error_naming_it():
+    inputs = keras.Input((None, 6))
+    rnn = keras_l0.GatedLSTM(4, return_sequences=True)
+    norm = layers.LayerNormalization()
     model = keras.Model(inputs, layers.Dense(2)(norm(rnn(inputs))))
     set_hidden(rnn, [OPEN, CLOSED, OPEN, OPEN])
     with pytest.raises(ShrinkError, match=f"'{norm.name}'"):
@@ -333,11 +354,26 @@ def test_custom_neighbour_is_an_error_naming_it():
         shrink(model)
 
 
-def initial_state_model():
+def test_initial_state_from_a_model_input_keeps_every_unit():
     inputs = keras.Input((None, 6))
     state = keras.Input((3,))
     rnn = keras_l0.GatedGRU(3, name="decoder")
-    return keras.Model([inputs, state], rnn(inputs, initial_state=[state]))
+    model = keras.Model([inputs, state], rnn(inputs, initial_state=[state]))
+    randomize(model, seed=9)
+    set_hidden(rnn, [OPEN, CLOSED, 0.5])
+    x = sequences()
+    h = np.random.default_rng(2).normal(size=(3, 3)).astype("float32")
+    slim = assert_exact(model, [x, h])
+    assert slim.get_layer("decoder").units == 3
+
+
+def initial_state_model():
+    inputs = keras.Input((None, 6))
+    state = keras.Input((3,))
+    rnn = layers.Bidirectional(keras_l0.GatedGRU(3), name="decoder")
+    return keras.Model(
+        [inputs, state], rnn(inputs, initial_state=[state, state])
+    )
 
 
 def shared_model():
