@@ -693,3 +693,41 @@ def test_dropout_usage_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err == f"ptb_language_model.py: error: {message}\n"
         assert not os.path.exists(out)
+
+
+def test_sizes_and_a_shorter_schedule(tmp_path, capsys):
+    args = _args(["--config", "large", "--sizes", "1500,373,315", "--epochs",
+                  "40", "--decay-after", "12", "--lr-decay", "0.82"])  # fmt: skip
+    config = ptb_language_model.run_config(args)
+    assert (config.decay_after, config.lr_decay) == (12, 0.82)
+    ((name, rates),) = _learning_rates(ptb_language_model.phases(args, config))
+    assert name == "train" and len(rates) == 40
+    assert rates[:12] == [1.0] * 12
+    assert rates[12] == pytest.approx(0.82) and rates[-1] == pytest.approx(0.82**28)
+    # The config's schedule unless changed.
+    assert ptb_language_model.run_config(_args([])) == ptb_lm.CONFIGS["small"]
+    model = ptb_language_model.initial_model(
+        _args(["--config", "tiny", "--sizes", "7,5,3"]),
+        ptb_lm.CONFIGS["tiny"],
+        type("Data", (), {"vocabulary": list(range(VOCABULARY))})(),
+    )
+    lstms = [l for l in ptb_lm.chain_layers(model) if ptb_lm.is_recurrent(l)]
+    assert [l.cell.kernel.shape[0] for l in lstms] == [7, 5]
+    assert [l.cell.units for l in lstms] == [5, 3]
+    absent = str(tmp_path / "absent")
+    existing = tmp_path / "dense.keras"
+    existing.write_bytes(b"")
+    for argv, message in (
+        (["--sizes", "7,5"], "three sizes"),
+        (["--sizes", "7,0,3"], "three sizes"),
+        (["--model", "magnitude", "--dense-model", str(existing), "--keep",
+          "2,2,2", "--sizes", "2,2,2"], "--sizes needs --model dense or gated"),
+        (["--model", "gated", "--l0-penalty", "0", "--dense-model",
+          str(existing), "--sizes", "2,2,2"], "--sizes needs"),
+        (["--lr-decay", "0"], "--lr-decay must lie in (0, 1]"),
+        (["--lr", "0.5", "--decay-after", "3"], "without --lr"),
+    ):  # fmt: skip
+        argv = argv + ["--out", str(tmp_path / "out"), "--data-dir", absent]
+        assert ptb_language_model.main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert message in captured.err, (argv, captured.err)

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 EXAMPLE_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "examples",
@@ -376,3 +378,122 @@ def test_tiny_study_runs_then_skips_finished_runs(tmp_path):
     assert "started" not in again.stdout
     assert "failed: none" in again.stdout
     assert _load(os.path.join(out, "study.json")) == study
+
+
+def test_direct_design_and_fixed_size_runs(tmp_path, capsys):
+    out = str(tmp_path)
+    jobs = _dry_run(
+        capsys,
+        ["--configs", "medium", "--budgets", "medium=0.25,0.1", "--out", out,
+         "--from-dense", "4", "--direct", "budget",
+         "--direct-sizes", "medium=650,300,200",
+         "--magnitude-sizes", "medium=650,300,200",
+         "--magnitude-sizes", "large=1500,373,315",
+         "--dense-schedule", "medium=20,5,0.7"],
+    )  # fmt: skip
+    assert list(jobs) == [
+        "medium-dense", "medium-direct-0.25", "medium-direct-0.1",
+        "medium-direct-650-300-200", "medium-gated-0.25",
+        "medium-gated-0.25-shrink", "medium-magnitude-0.25", "medium-gated-0.1",
+        "medium-gated-0.1-shrink", "medium-magnitude-0.1",
+        "medium-magnitude-650-300-200",
+    ]  # fmt: skip
+    parse = ptb_language_model.build_parser().parse_args
+    for name, sizes in (("medium-direct-0.25", [324] * 3),
+                        ("medium-direct-0.1", [205] * 3),
+                        ("medium-direct-650-300-200", [650, 300, 200])):  # fmt: skip
+        args = parse(jobs[name][2:])
+        ptb_language_model.check_args(args)
+        assert (args.model, args.sizes) == ("dense", sizes)
+        # The dense recipe, shortened like the dense run's.
+        assert (args.epochs, args.decay_after, args.lr_decay) == (20, 5, 0.7)
+    dense = parse(jobs["medium-dense"][2:])
+    assert (dense.epochs, dense.decay_after, dense.lr_decay, dense.sizes) == (
+        20, 5, 0.7, None,
+    )  # fmt: skip
+    assert parse(jobs["medium-gated-0.1"][2:]).decay_after is None
+    magnitude = parse(jobs["medium-magnitude-650-300-200"][2:])
+    assert magnitude.keep == [650, 300, 200]
+    assert magnitude.dense_model == os.path.join(out, "medium-dense", "model.keras")
+    assert magnitude.finetune_hold == 4
+    # The uniform width keeps the LSTM stack within the budget.
+    for budget in (0.25, 0.1):
+        sizes = ptb_reproduce.uniform_sizes(650, 2, budget)
+        dense_params = ptb_reproduce.lstm_params([650] * 3)
+        assert ptb_reproduce.lstm_params(sizes) <= budget * dense_params
+        wider = [sizes[0] + 1] * 3
+        assert ptb_reproduce.lstm_params(wider) > budget * dense_params
+    assert ptb_reproduce.lstm_params([650] * 3) == 6_765_200
+    assert ptb_reproduce.lstm_params([1500, 373, 315]) == 3_664_148
+
+
+def test_direct_design_at_the_kept_sizes_follows_the_gated_run(tmp_path):
+    out = str(tmp_path)
+    args = ptb_reproduce.build_parser().parse_args(
+        ["--configs", "tiny", "--out", out, "--from-dense", "1", "--direct", "kept"]
+    )
+    jobs = {job.name: job for job in ptb_reproduce.plan(args)}
+    direct = jobs["tiny-direct-0.5"]
+    assert direct.argv is None and direct.after == ("tiny-gated-0.5",)
+    assert list(jobs)[-1] == "tiny-direct-0.5"
+    _write_gated_results(out, second_layer_units=3)
+    argv = direct.make_argv()
+    assert _option(argv, "--sizes") == "7,5,3"
+    assert _option(argv, "--model") == "dense"
+    assert "--dense-model" not in argv
+
+
+def test_bad_sizes_and_schedules_are_usage_errors(tmp_path, capsys):
+    for bad in (["--direct-sizes", "large=1500,373"],
+                ["--magnitude-sizes", "large"],
+                ["--dense-schedule", "large=40,12,1.5"]):  # fmt: skip
+        with pytest.raises(SystemExit) as raised:
+            ptb_reproduce.main([*bad, "--out", str(tmp_path), "--dry-run"])
+        assert raised.value.code == 2
+        assert bad[0] in capsys.readouterr().err
+    assert ptb_reproduce.main(["--time-limit", "0", "--dry-run"]) == 2
+    assert "--time-limit must be > 0" in capsys.readouterr().err
+
+
+def test_time_limit_stops_the_running_jobs_and_the_same_command_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "study"
+    marker = out / "quick" / "results.json"
+    quick = [sys.executable, "-c",
+             f"import os; os.makedirs({str(marker.parent)!r}, exist_ok=True); "
+             f"open({str(marker)!r}, 'w').write('{{}}')"]  # fmt: skip
+    slow_marker = out / "slow" / "results.json"
+    slow = [sys.executable, "-c",
+            "import os, sys, time\n"
+            f"if not os.path.exists({str(out / 'go')!r}): time.sleep(600)\n"
+            f"os.makedirs({str(slow_marker.parent)!r}, exist_ok=True)\n"
+            f"open({str(slow_marker)!r}, 'w').write('{{}}')"]  # fmt: skip
+    after = [sys.executable, "-c", "pass"]
+
+    def fake_plan(args):
+        return [
+            ptb_reproduce.Job("quick", quick),
+            ptb_reproduce.Job("slow", slow),
+            ptb_reproduce.Job("after", after, after=("slow",)),
+        ]
+
+    monkeypatch.setattr(ptb_reproduce, "plan", fake_plan)
+    argv = ["--out", str(out), "--jobs", "2", "--time-limit", "3"]
+    assert ptb_reproduce.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "slow stopped at the time limit" in printed
+    assert "incomplete: 1 stopped, 1 not started" in printed
+    assert "resume with: " in printed and "--time-limit 3" in printed
+    progress = _load(out / "progress.json")
+    assert progress["status"] == "incomplete"
+    assert (progress["done"], progress["stopped"], progress["not_started"]) == (
+        ["quick"], ["slow"], ["after"],
+    )  # fmt: skip
+    # The same command again: the finished job is skipped, the rest run.
+    (out / "go").write_text("")
+    assert ptb_reproduce.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "quick started" not in printed and "slow done" in printed
+    assert "incomplete" not in printed
+    assert _load(out / "progress.json")["status"] == "complete"

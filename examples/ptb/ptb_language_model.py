@@ -125,6 +125,26 @@ def build_parser():
         "a --dense-model",
     )
     parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        help="dense or gated from scratch: EMBEDDING,UNITS1,UNITS2 instead "
+        "of the config's width (e.g. a dense model of a pruned model's "
+        "sizes trained from scratch: the direct-design baseline)",
+    )
+    parser.add_argument(
+        "--decay-after",
+        type=_non_negative_int,
+        help="dense and gated: epochs at the first learning rate before the "
+        "decay starts, instead of the config's (with --epochs and "
+        "--lr-decay: a shorter schedule)",
+    )
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        help="dense and gated: factor on the learning rate per epoch after "
+        "--decay-after, instead of the config's",
+    )
+    parser.add_argument(
         "--num-steps",
         type=ptb_lm.positive_int,
         help="unrolled steps per window (default: the config's, 35)",
@@ -304,6 +324,21 @@ def check_args(args):
             )
         if not args.lr > 0:
             raise UsageError("--lr must be > 0")
+    if args.sizes is not None:
+        if args.model not in ("dense", "gated") or args.dense_model:
+            raise UsageError(
+                "--sizes needs --model dense or gated (from scratch)"
+            )
+        if len(args.sizes) != 3 or min(args.sizes) < 1:
+            raise UsageError("--sizes takes three sizes >= 1: EMB,UNITS1,UNITS2")
+    if args.decay_after is not None or args.lr_decay is not None:
+        if args.model in ("magnitude", "retrain") or args.lr is not None:
+            raise UsageError(
+                "--decay-after and --lr-decay change the training schedule "
+                "of dense and gated runs without --lr"
+            )
+        if args.lr_decay is not None and not 0 < args.lr_decay <= 1:
+            raise UsageError("--lr-decay must lie in (0, 1]")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UsageError("--dropout must lie in [0, 1)")
     if not 0 < args.finetune_decay <= 1:
@@ -320,6 +355,18 @@ def check_args(args):
             "--budget-epochs, --budget-start, --budget-horizon and "
             "--budget-rise-gain need --budget"
         )
+
+
+def run_config(args):
+    """The configuration with the run's --num-steps and schedule changes."""
+    config = ptb_lm.CONFIGS[args.config]
+    changes = dict(
+        num_steps=args.num_steps,
+        decay_after=args.decay_after,
+        lr_decay=args.lr_decay,
+    )
+    changes = {name: value for name, value in changes.items() if value is not None}
+    return dataclasses.replace(config, **changes)
 
 
 def phases(args, config):
@@ -476,10 +523,11 @@ def initial_model(args, config, data):
                 "--dropout: the loaded model has no Dropout layer to change"
             )
         return model
+    embedding, *units = args.sizes or [config.units] * (config.layers + 1)
     return ptb_lm.build_model(
         len(data.vocabulary),
-        config.units,
-        [config.units] * config.layers,
+        embedding,
+        units,
         dropout=config.dropout if args.dropout is None else args.dropout,
         init_scale=config.init_scale,
         gated=args.model == "gated",
@@ -666,9 +714,7 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         check_args(args)
-        config = ptb_lm.CONFIGS[args.config]
-        if args.num_steps:
-            config = dataclasses.replace(config, num_steps=args.num_steps)
+        config = run_config(args)
         run = Run(
             args.out or os.path.join("runs", f"ptb-{args.config}-{args.model}")
         )

@@ -23,6 +23,14 @@ folder's configurations get their own tables) and, per configuration:
   validation and test perplexities, the kept sizes, the budget reached and
   the command of every run (from its `state.json`).
 
+A `--runs` folder may also be what `ptb_collect.py pack` wrote on a GPU
+machine (results.json, logs.tar.gz, float16 weight parts): it is unpacked
+into a temporary folder, the slim gated models rebuilt from their float16
+weights (plain layers of the recorded sizes). Magnitude and direct-design
+models (dense models of a pruned size trained from scratch, `*-direct-*`)
+without a `model.keras` are timed as models of their sizes with random
+weights; their perplexities come from their `results.json`.
+
 It writes `--json` (all numbers), `--plot` (test perplexity against the
 LSTM-stack speedup) and replaces the part of `--page` between the
 `<!-- results:begin -->` and `<!-- results:end -->` lines with the tables.
@@ -42,7 +50,10 @@ import platform
 import re
 import shlex
 import sys
+import tempfile
 import time
+
+import ptb_collect
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -118,8 +129,9 @@ def local_path(value):
     return re.sub(r"^/root/(runs/)?", "runs/", value)
 
 
-def run_command(folder):
-    """The command line that made a run, rebuilt from its `state.json`."""
+def run_command(folder, shown=None):
+    """The command line that made a run, rebuilt from its `state.json`
+    (`--out shown`, default `folder`)."""
     state = read_json(os.path.join(folder, "state.json"))
     if state is None:
         return None
@@ -153,7 +165,7 @@ def run_command(folder):
             argv += [flag, ",".join(str(v) for v in value)]
         else:
             argv += [flag, local_path(str(value))]
-    argv.append(f"--out {folder}")
+    argv.append(f"--out {shown or folder}")
     return "KERAS_BACKEND=jax " + " ".join(
         shlex.quote(a) if " " not in a else a for a in argv
     )
@@ -234,15 +246,46 @@ def config_entries(runs, config):
     return dense, budgets
 
 
-def report_config(args, runs, config):
+def results_sizes(results):
+    """Embedding and hidden sizes of a plain run from its results.json."""
+    neurons = results["neurons"]
+    return [neurons[0]["inputs"]] + [entry["units"] for entry in neurons]
+
+
+def fixed_size_runs(runs, config):
+    """(kind, folder name, sizes) of the runs at fixed sizes:
+    `<config>-direct-E-H1-H2` and `<config>-magnitude-E-H1-H2`."""
+    found = []
+    for folder in sorted(os.listdir(runs)):
+        match = re.fullmatch(rf"{config}-(direct|magnitude)-(\d+)-(\d+)-(\d+)", folder)
+        if match:
+            found.append(
+                (match.group(1), folder, [int(g) for g in match.groups()[1:]])
+            )
+    return found
+
+
+def report_config(args, runs, config, shown=None):
     dense_results, budgets = config_entries(runs, config)
     if dense_results is None:
         return None
+    shown = shown or runs
+
+    def command(folder):
+        return run_command(
+            folder, os.path.join(shown, os.path.basename(folder))
+        )
+
+    def plain_or_random(path, results):
+        if os.path.exists(path):
+            return keras.models.load_model(path, compile=False), False
+        return random_model(results_sizes(results)), True
     units = ptb_lm.CONFIGS[config].units
     models = {"dense": random_model([units, units, units])}
     if config == "large":
         models["iss"] = random_model(list(ISS_SIZES))
     rows = []
+    random_weights = set()
     for budget in budgets:
         tag = f"{budget:g}"
         gated_dir = os.path.join(runs, f"{config}-gated-{tag}")
@@ -253,16 +296,40 @@ def report_config(args, runs, config):
             models[f"gated-{tag}"] = keras.models.load_model(
                 slim_path, compile=False
             )
-        if os.path.exists(magnitude_path):
-            models[f"magnitude-{tag}"] = keras.models.load_model(
-                magnitude_path, compile=False
+        magnitude_results = read_json(os.path.join(magnitude_dir, "results.json"))
+        if magnitude_results:
+            models[f"magnitude-{tag}"], random = plain_or_random(
+                magnitude_path, magnitude_results
             )
+            if random:
+                random_weights.add(f"magnitude-{tag}")
+        direct_dir = os.path.join(runs, f"{config}-direct-{tag}")
+        direct_results = read_json(os.path.join(direct_dir, "results.json"))
+        if direct_results:
+            models[f"direct-{tag}"], random = plain_or_random(
+                os.path.join(direct_dir, "model.keras"), direct_results
+            )
+            if random:
+                random_weights.add(f"direct-{tag}")
         rows.append((budget, tag, gated_dir, magnitude_dir))
+    fixed = []
+    for kind, folder, sizes in fixed_size_runs(runs, config):
+        results = read_json(os.path.join(runs, folder, "results.json"))
+        if results:
+            name = f"{kind}-{'-'.join(map(str, sizes))}"
+            models[name], _ = plain_or_random(
+                os.path.join(runs, folder, "model.keras"), results
+            )
+            fixed.append((kind, name, folder, results))
+    for kind, name, folder, results in fixed:
+        if not os.path.exists(os.path.join(runs, folder, "model.keras")):
+            random_weights.add(name)
+    random_names = {"dense", "iss"} | random_weights
     files, diffs = {}, {}
     for name, model in models.items():
         started = time.perf_counter()
         model_files, diffs[name] = export_all(
-            name, model, args.seq_len, check=name not in ("dense", "iss")
+            name, model, args.seq_len, check=name not in random_names
         )
         files.update(model_files)
         print(
@@ -309,7 +376,7 @@ def report_config(args, runs, config):
             valid_perplexity=dense_results["valid_perplexity"],
             test_perplexity=dense_results["test_perplexity"],
             zaremba_test_perplexity=ZAREMBA_TEST.get(config),
-            command=run_command(os.path.join(runs, f"{config}-dense")),
+            command=command(os.path.join(runs, f"{config}-dense")),
         ),
         budgets=[],
     )
@@ -350,7 +417,7 @@ def report_config(args, runs, config):
                         "dense_model"
                     )
                 ),
-                command=run_command(gated_dir),
+                command=command(gated_dir),
             )
             row["gated"] = gated
             retrain_dir = os.path.join(runs, f"{config}-retrain-{tag}")
@@ -359,18 +426,34 @@ def report_config(args, runs, config):
                 row["gated_retrained"] = dict(
                     valid_perplexity=retrain["valid_perplexity"],
                     test_perplexity=retrain["test_perplexity"],
-                    command=run_command(retrain_dir),
+                    command=command(retrain_dir),
                 )
-        magnitude_results = read_json(os.path.join(magnitude_dir, "results.json"))
-        if f"magnitude-{tag}" in models and magnitude_results:
-            magnitude = ratios(measures(f"magnitude-{tag}"))
-            magnitude.update(
-                valid_perplexity=magnitude_results["valid_perplexity"],
-                test_perplexity=magnitude_results["test_perplexity"],
-                command=run_command(magnitude_dir),
-            )
-            row["magnitude"] = magnitude
+        for kind, folder in (
+            ("magnitude", magnitude_dir),
+            ("direct", os.path.join(runs, f"{config}-direct-{tag}")),
+        ):
+            results = read_json(os.path.join(folder, "results.json"))
+            if f"{kind}-{tag}" in models and results:
+                entry = ratios(measures(f"{kind}-{tag}"))
+                entry.update(
+                    valid_perplexity=results["valid_perplexity"],
+                    test_perplexity=results["test_perplexity"],
+                    random_weights_timed=f"{kind}-{tag}" in random_weights,
+                    command=command(folder),
+                )
+                row[kind] = entry
         result["budgets"].append(row)
+    result["fixed_sizes"] = []
+    for kind, name, folder, results in fixed:
+        entry = ratios(measures(name))
+        entry.update(
+            kind=kind,
+            valid_perplexity=results["valid_perplexity"],
+            test_perplexity=results["test_perplexity"],
+            random_weights_timed=name in random_weights,
+            command=command(os.path.join(runs, folder)),
+        )
+        result["fixed_sizes"].append(entry)
     return result
 
 
@@ -479,6 +562,14 @@ def tables(study):
                 lines.append(line(f"gated{start}, budget {budget:g}", row["gated"]))
             if "magnitude" in row:
                 lines.append(line(f"magnitude, budget {budget:g}", row["magnitude"]))
+            if "direct" in row:
+                lines.append(
+                    line(f"direct design (dense from scratch), budget {budget:g}", row["direct"])
+                )
+        for entry in result.get("fixed_sizes", []):
+            label = {"direct": "direct design (dense from scratch)", "magnitude": "magnitude"}[entry["kind"]]
+            sizes = "/".join(str(s) for s in entry["sizes"])
+            lines.append(line(f"{label}, sizes {sizes}", entry))
         lines += ["", "Perplexities (test) and budgets:", ""]
         zaremba = dense["zaremba_test_perplexity"]
         line_text = f"- dense: {dense['test_perplexity']:.2f}"
@@ -502,7 +593,29 @@ def tables(study):
                 )
             if "magnitude" in row:
                 parts.append(f"magnitude {row['magnitude']['test_perplexity']:.2f}")
+            if "direct" in row:
+                sizes = "/".join(str(s) for s in row["direct"]["sizes"])
+                parts.append(
+                    f"direct design {row['direct']['test_perplexity']:.2f} ({sizes})"
+                )
             lines.append(" ".join(parts[:1]) + " " + "; ".join(parts[1:]))
+        for entry in result.get("fixed_sizes", []):
+            sizes = "/".join(str(s) for s in entry["sizes"])
+            label = "direct design" if entry["kind"] == "direct" else "magnitude"
+            lines.append(
+                f"- sizes {sizes}: {label} {entry['test_perplexity']:.2f} "
+                f"({entry['lstm_params']:,} LSTM params)"
+            )
+        if any(
+            row.get(kind, {}).get("random_weights_timed")
+            for row in result["budgets"]
+            for kind in ("magnitude", "direct")
+        ) or any(e["random_weights_timed"] for e in result.get("fixed_sizes", [])):
+            lines.append(
+                "- magnitude and direct-design models came back from the GPU as "
+                "sizes and perplexities only: their latencies are those of "
+                "models of the same sizes with random weights"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -513,9 +626,12 @@ def commands(study):
         lines.append(f"# {key}")
         lines.append(result["dense"]["command"])
         for row in result["budgets"]:
-            for key in ("gated", "gated_retrained", "magnitude"):
+            for key in ("gated", "gated_retrained", "magnitude", "direct"):
                 if key in row and row[key].get("command"):
                     lines.append(row[key]["command"])
+        for entry in result.get("fixed_sizes", []):
+            if entry.get("command"):
+                lines.append(entry["command"])
     extra = [
         entry["command"]
         for entry in study.get("budget_control", [])
@@ -577,8 +693,14 @@ def plot(study, path):
                     "tab:red",
                     "magnitude pruning + fine-tuning",
                 ),
+                (
+                    "direct",
+                    "v",
+                    "tab:green",
+                    "direct design (dense from scratch)",
+                ),
             ):
-                timed = "magnitude" if method == "magnitude" else "gated"
+                timed = method if method in ("magnitude", "direct") else "gated"
                 points = sorted(
                     (
                         row[timed]["speedup"]["stack"],
@@ -598,6 +720,19 @@ def plot(study, path):
                         label=label + suffix,
                         **style,
                     )
+            for entry in result.get("fixed_sizes", []):
+                sizes = "/".join(str(s) for s in entry["sizes"])
+                kind = entry["kind"]
+                axis.plot(
+                    [entry["speedup"]["stack"]],
+                    [entry["test_perplexity"]],
+                    marker="P" if kind == "direct" else "X",
+                    color="tab:green" if kind == "direct" else "tab:red",
+                    ls="none",
+                    fillstyle=style["fillstyle"],
+                    label=f"{'direct design' if kind == 'direct' else 'magnitude'}, {sizes}{suffix}",
+                )
+                fastest = max(fastest, entry["speedup"]["stack"])
         iss = [
             study["configs"][key]["iss"]
             for key in keys
@@ -645,6 +780,17 @@ def main(argv=None):
             print(f"{PROG}: error: no run folder {folder!r}", file=sys.stderr)
             return 2
     import_libraries()
+    unpacked = {}
+    for _, folder in studies:
+        if ptb_collect.is_collected(folder) and folder not in unpacked:
+            target = tempfile.mkdtemp(prefix="ptb-collected-")
+            results = ptb_collect.unpack(folder, target)
+            unpacked[folder] = (target, results.get("runs"))
+            print(
+                f"{folder}: packed study (status {results.get('status')}), "
+                f"unpacked into {target}",
+                flush=True,
+            )
     study = dict(
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"{platform.platform()}",
@@ -654,7 +800,11 @@ def main(argv=None):
     )
     for index, (label, folder) in enumerate(studies):
         for config in args.configs.split(","):
-            result = report_config(args, folder, config)
+            source, shown = unpacked.get(folder, (folder, None))
+            result = report_config(args, source, config, shown)
+            if result is not None and folder in unpacked:
+                result["runs"] = folder
+                result["device_runs"] = shown
             if result is not None:
                 key = f"{config}, {label or folder}" if label or index else config
                 study["configs"][key] = result

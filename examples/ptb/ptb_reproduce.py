@@ -16,6 +16,19 @@ stopped study. At the end `--out/study.json` gathers every run's results.
 instead (`ptb_language_model.py --model gated --dense-model`), with the
 magnitude baseline given the same epochs and learning rates.
 
+`--direct budget|kept` adds the direct-design baseline: a dense model of
+the pruned size trained from scratch with the configuration's recipe, of
+uniform width from the budget fraction (started at once) or of the gated
+run's kept sizes (after it); `--direct-sizes` and `--magnitude-sizes` add
+dense-from-scratch and magnitude runs at fixed sizes (e.g. the ISS sizes).
+`--dense-schedule` shortens the dense (and direct) schedule.
+
+`--time-limit SECONDS` gives the study a deadline: at it the running jobs
+are stopped (each keeps its last per-epoch checkpoint), `--out/progress.json`
+records what finished, and the line `incomplete: resume with: ...` gives the
+command that continues it (the same command). `ptb_collect.py` packs a run
+folder for the way back from a GPU machine, `gpu_run.sh` drives both there.
+
 Nothing here imports TensorFlow: run it with `KERAS_BACKEND=jax` on a GPU
 machine, then time and export the slim models on a CPU machine with
 `ptb_report.py`.
@@ -32,12 +45,16 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROG = os.path.basename(__file__)
+SCRIPT = os.path.abspath(__file__)
+PROGRESS_NAME = "progress.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +123,54 @@ def _budgets(text):
         )
 
 
+def _sizes(text):
+    try:
+        config, values = text.split("=")
+        sizes = tuple(int(v) for v in values.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected CONFIG=EMB,UNITS1,UNITS2, got {text!r}"
+        )
+    return config, sizes
+
+
+def _schedule(text):
+    try:
+        config, values = text.split("=")
+        epochs, decay_after, decay = values.split(",")
+        schedule = (int(epochs), int(decay_after), float(decay))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected CONFIG=EPOCHS,DECAY_AFTER,DECAY, got {text!r}"
+        )
+    if schedule[0] < 1 or schedule[1] < 0 or not 0 < schedule[2] <= 1:
+        raise argparse.ArgumentTypeError(
+            f"EPOCHS >= 1, DECAY_AFTER >= 0, DECAY in (0, 1]: got {text!r}"
+        )
+    return config, schedule
+
+
+def lstm_params(sizes):
+    """Parameters of an LSTM stack: embedding width, then hidden sizes."""
+    return sum(
+        4 * (inputs * units + units * units + units)
+        for inputs, units in zip(sizes[:-1], sizes[1:])
+    )
+
+
+def uniform_sizes(units, layers, budget):
+    """The widest uniform sizes (embedding = every hidden size) whose LSTM
+    stack has at most `budget` times the parameters of the dense one."""
+    target = budget * lstm_params([units] * (layers + 1))
+    width = max(
+        [w for w in range(1, units + 1) if lstm_params([w] * (layers + 1)) <= target]
+        or [1]
+    )
+    return [width] * (layers + 1)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -150,6 +215,50 @@ def build_parser():
         metavar="EPOCHS",
         help="fine-tuning epochs of every pruned model instead of the "
         "recipe's",
+    )
+    parser.add_argument(
+        "--direct",
+        choices=("budget", "kept"),
+        help="add the direct-design baseline per budget: a dense model "
+        "trained from scratch (the configuration's recipe) of uniform width "
+        "from the budget fraction, started at once ('budget'), or of the "
+        "gated run's kept sizes, after it ('kept')",
+    )
+    parser.add_argument(
+        "--direct-sizes",
+        type=_sizes,
+        action="append",
+        default=[],
+        metavar="CONFIG=EMB,H1,H2",
+        help="add a dense model of these sizes trained from scratch, e.g. "
+        "large=1500,373,315 (ISS); repeatable",
+    )
+    parser.add_argument(
+        "--magnitude-sizes",
+        type=_sizes,
+        action="append",
+        default=[],
+        metavar="CONFIG=EMB,H1,H2",
+        help="add a magnitude run at these sizes (from the dense model, "
+        "started with the gated runs); repeatable",
+    )
+    parser.add_argument(
+        "--dense-schedule",
+        type=_schedule,
+        action="append",
+        default=[],
+        metavar="CONFIG=EPOCHS,DECAY_AFTER,DECAY",
+        help="a shorter schedule for the dense and direct-design runs of "
+        "CONFIG: EPOCHS epochs, the learning rate constant for DECAY_AFTER "
+        "then times DECAY per epoch, e.g. large=40,12,0.82",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop the running jobs SECONDS after the start (they keep "
+        "their last per-epoch checkpoint), write progress.json and exit 0 "
+        "with an 'incomplete: resume with' line; the same command resumes",
     )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=os.path.join("runs", "ptb"))
@@ -232,8 +341,14 @@ def finetune_args(epochs, learning_rate, recipe):
 
 def plan(args):
     budgets = dict(args.budgets)
+    schedules = dict(args.dense_schedule)
     jobs = []
     for config in args.configs.split(","):
+        schedule = []
+        if config in schedules:
+            epochs, decay_after, decay = schedules[config]
+            schedule = ["--epochs", str(epochs), "--decay-after",
+                        str(decay_after), "--lr-decay", f"{decay:g}"]  # fmt: skip
         recipe = RECIPES[config]
         if args.from_dense:
             learning_rate = args.gated_lr or recipe.magnitude_lr
@@ -255,8 +370,43 @@ def plan(args):
                 recipe, finetune_epochs=args.finetune_epochs
             )
         dense = f"{config}-dense"
-        jobs.append(Job(dense, train_argv(args, config, "dense", dense, [])))
+        jobs.append(
+            Job(dense, train_argv(args, config, "dense", dense, schedule))
+        )
         dense_model = os.path.join(run_dir(args.out, dense), "model.keras")
+        config_budgets = budgets.get(config, recipe.budgets)
+
+        def direct_job(name, sizes, after=(), config=config, schedule=schedule):
+            if callable(sizes):
+                return Job(
+                    name,
+                    None,
+                    after=after,
+                    make_argv=lambda: train_argv(
+                        args, config, "dense", name,
+                        ["--sizes", sizes(), *schedule],
+                    ),
+                )  # fmt: skip
+            text = ",".join(str(size) for size in sizes)
+            return Job(
+                name,
+                train_argv(args, config, "dense", name, ["--sizes", text, *schedule]),
+                after=after,
+            )
+
+        later = []
+        units, layers = ptb_lm_config(config)
+        for budget in config_budgets if args.direct == "budget" else ():
+            jobs.append(
+                direct_job(
+                    f"{config}-direct-{budget:g}",
+                    uniform_sizes(units, layers, budget),
+                )
+            )
+        for sizes_config, sizes in args.direct_sizes:
+            if sizes_config == config:
+                name = f"{config}-direct-" + "-".join(map(str, sizes))
+                jobs.append(direct_job(name, sizes))
         start, magnitude_epochs, hold = [], recipe.finetune_epochs, []
         if recipe.from_dense:
             start = ["--dense-model", dense_model]
@@ -268,7 +418,24 @@ def plan(args):
             start += ["--budget-horizon", str(recipe.budget_horizon)]
         if recipe.budget_rise_gain is not None:
             start += ["--budget-rise-gain", f"{recipe.budget_rise_gain:g}"]
-        for budget in budgets.get(config, recipe.budgets):
+        for sizes_config, sizes in args.magnitude_sizes:
+            if sizes_config != config:
+                continue
+            name = f"{config}-magnitude-" + "-".join(map(str, sizes))
+            later.append(
+                Job(
+                    name,
+                    train_argv(
+                        args, config, "magnitude", name,
+                        ["--dense-model", dense_model, "--keep",
+                         ",".join(map(str, sizes)),
+                         *finetune_args(magnitude_epochs, recipe.magnitude_lr,
+                                        recipe), *hold],
+                    ),
+                    after=(dense,),
+                )
+            )  # fmt: skip
+        for budget in config_budgets:
             gated = f"{config}-gated-{budget:g}"
             jobs.append(
                 Job(
@@ -346,6 +513,14 @@ def plan(args):
                     make_argv=magnitude_argv,
                 )
             )
+            if args.direct == "kept":
+                later.append(
+                    direct_job(
+                        f"{config}-direct-{budget:g}",
+                        lambda gated=gated: kept_sizes(args.out, gated),
+                        after=(gated,),
+                    )
+                )
             if recipe.from_dense:
                 continue
             retrain = f"{config}-retrain-{budget:g}"
@@ -370,7 +545,16 @@ def plan(args):
                     after=(f"{gated}-shrink",),
                 )
             )
+        # Fixed-size magnitude runs (they need the dense model only), then
+        # the kept-size direct runs (after their gated run).
+        jobs += later
     return jobs
+
+
+def ptb_lm_config(config):
+    """(units, layers) of a configuration, without importing Keras."""
+    return {"small": (200, 2), "medium": (650, 2), "large": (1500, 2),
+            "tiny": (16, 2)}[config]  # fmt: skip
 
 
 def done(args, job):
@@ -396,6 +580,7 @@ def gather(args, jobs):
 
 
 def main(argv=None):
+    argv_given = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     unknown = set(args.configs.split(",")) - set(RECIPES)
     if unknown or args.jobs < 1:
@@ -418,6 +603,9 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
+    if args.time_limit is not None and not args.time_limit > 0:
+        print(f"{PROG}: error: --time-limit must be > 0", file=sys.stderr)
+        return 2
     jobs = plan(args)
     if args.dry_run:
         for job in jobs:
@@ -426,49 +614,118 @@ def main(argv=None):
         return 0
     os.makedirs(args.out, exist_ok=True)
     pending = [job for job in jobs if not done(args, job)]
-    running, failed = [], []
+    running, failed, stopped = [], [], []
     start = time.time()
-    while pending or running:
-        for job in list(running):
-            code = job.process.poll()
-            if code is None:
-                continue
-            job.log.close()
-            running.remove(job)
-            status = "done" if code == 0 else f"FAILED (exit {code})"
-            print(
-                f"[{time.time() - start:7.0f} s] {job.name} {status}",
-                flush=True,
-            )
-            if code:
-                failed.append(job.name)
-        blocked = set(failed) | {job.name for job in pending + running}
-        for job in list(pending):
-            if len(running) >= args.jobs:
-                break
-            if set(job.after) & blocked:
-                if set(job.after) & set(failed):
-                    pending.remove(job)
-                    failed.append(job.name)
-                    print(f"{job.name} skipped: {set(job.after) & set(failed)} failed")
-                continue
-            argv = job.argv or job.make_argv()
-            job.log = open(
-                os.path.join(args.out, f"{job.name}.log"), "a", encoding="utf-8"
-            )
-            job.process = subprocess.Popen(
-                argv, stdout=job.log, stderr=subprocess.STDOUT
-            )
-            pending.remove(job)
-            running.append(job)
-            print(
-                f"[{time.time() - start:7.0f} s] {job.name} started",
-                flush=True,
-            )
-        time.sleep(2)
-    print(f"study: {gather(args, jobs)}; failed: {failed or 'none'}")
-    return 1 if failed else 0
+    deadline = None if args.time_limit is None else start + args.time_limit
+    interrupted = []
 
+    def on_signal(signum, frame):
+        interrupted.append(signum)
+
+    previous_handler = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while pending or running:
+            for job in list(running):
+                code = job.process.poll()
+                if code is None:
+                    continue
+                job.log.close()
+                running.remove(job)
+                status = "done" if code == 0 else f"FAILED (exit {code})"
+                print(
+                    f"[{time.time() - start:7.0f} s] {job.name} {status}",
+                    flush=True,
+                )
+                if code:
+                    failed.append(job.name)
+            if interrupted or (deadline is not None and time.time() >= deadline):
+                why = "SIGTERM" if interrupted else "the time limit"
+                stopped = stop_jobs(running, start, why)
+                break
+            blocked = set(failed) | {job.name for job in pending + running}
+            for job in list(pending):
+                if len(running) >= args.jobs:
+                    break
+                if set(job.after) & blocked:
+                    if set(job.after) & set(failed):
+                        pending.remove(job)
+                        failed.append(job.name)
+                        print(
+                            f"{job.name} skipped: "
+                            f"{set(job.after) & set(failed)} failed"
+                        )
+                    continue
+                argv = job.argv or job.make_argv()
+                job.log = open(
+                    os.path.join(args.out, f"{job.name}.log"), "a", encoding="utf-8"
+                )
+                job.process = subprocess.Popen(
+                    argv, stdout=job.log, stderr=subprocess.STDOUT
+                )
+                pending.remove(job)
+                running.append(job)
+                print(
+                    f"[{time.time() - start:7.0f} s] {job.name} started",
+                    flush=True,
+                )
+            time.sleep(0.5)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        stopped += stop_jobs(running, start, "an error") if running and not stopped else []
+    complete = not (pending or stopped or failed)
+    resume = shlex.join([os.path.basename(sys.executable), os.path.relpath(SCRIPT), *(argv_given or [])])
+    progress = dict(
+        status="complete" if complete else ("failed" if failed else "incomplete"),
+        elapsed_s=round(time.time() - start, 1),
+        time_limit_s=args.time_limit,
+        done=[job.name for job in jobs if done(args, job)],
+        stopped=[job.name for job in stopped],
+        not_started=[job.name for job in pending],
+        failed=failed,
+        resume=resume,
+    )
+    write_progress(args.out, progress)
+    print(f"study: {gather(args, jobs)}; failed: {failed or 'none'}")
+    if failed:
+        return 1
+    if not complete:
+        print(
+            f"incomplete: {len(stopped)} stopped, {len(pending)} not started "
+            f"after {progress['elapsed_s']:.0f} s; resume with: {resume}",
+            flush=True,
+        )
+    return 0
+
+
+def stop_jobs(running, start, why, grace=20):
+    """SIGTERM to every running job (each keeps its last checkpoint), then
+    SIGKILL to those still alive after `grace` seconds."""
+    for job in running:
+        job.process.terminate()
+    end = time.time() + grace
+    for job in running:
+        try:
+            job.process.wait(max(0.1, end - time.time()))
+        except subprocess.TimeoutExpired:
+            job.process.kill()
+            job.process.wait()
+        job.log.close()
+        print(
+            f"[{time.time() - start:7.0f} s] {job.name} stopped at {why} "
+            "(resumes from its last checkpoint)",
+            flush=True,
+        )
+    stopped = list(running)
+    running.clear()
+    return stopped
+
+
+def write_progress(out, progress):
+    path = os.path.join(out, PROGRESS_NAME)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(progress, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
 
 if __name__ == "__main__":
     sys.exit(main())
