@@ -108,3 +108,18 @@ def test_gate_model_gates_a_trained_model():
         keras_l0.gate_model(model, ["gru"])
     with pytest.raises(ValueError, match="only plain"):
         keras_l0.gate_model(gated, ["lstm"])
+
+
+def test_gate_model_copy_computes_the_trained_model_before_training():
+    model = plain_lstm_bigru(seed=3)
+    x = sequences()
+    expected = outputs(model, x)[0]
+    gated = keras_l0.gate_model(
+        model, ["lstm", "bidirectional/backward_gru"], input_gates=["lstm"]
+    )
+    for layer in (gated.get_layer("lstm"),
+                  gated.get_layer("bidirectional").backward_layer):
+        for gate in layer.cell.gates(training=False):
+            if gate is not None:
+                assert np.all(keras.ops.convert_to_numpy(gate) == 1.0)
+    np.testing.assert_allclose(outputs(gated, x)[0], expected, atol=1e-6)

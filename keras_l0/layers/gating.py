@@ -17,6 +17,7 @@ cuDNN path) on gated copies of the kernels, computed once per batch.
 """
 
 import contextlib
+import math
 
 from keras import backend
 from keras import initializers
@@ -104,6 +105,57 @@ class GatedCellMixin:
                 trainable=False,
                 autocast=False,
             )
+            self.gate_scale = self.add_weight(
+                shape=(),
+                name="gate_scale",
+                initializer="ones",
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+            )
+
+    def load_own_variables(self, store):
+        # Files written before `gate_scale` existed hold one variable less.
+        if self.has_gates and len(store.keys()) == len(self.variables) - 1:
+            for i, variable in enumerate(self.variables[:-1]):
+                variable.assign(store[str(i)])
+            self.gate_scale.assign(1.0)
+            return
+        super().load_own_variables(store)
+
+    def log_alphas(self):
+        """Returns `(input log α, hidden log α)`, float32, `None` where off.
+
+        The trainable variables `input_log_alpha` and `hidden_log_alpha`
+        hold `log α / gate_scale`; `gate_scale` is 1 (the variables are
+        log α) except while a `BudgetController` sets the pace at which an
+        optimizer moves the gates, and it restores 1 at the end of `fit`.
+        """
+        if not self.has_gates:
+            return None, None
+        return tuple(
+            None if v is None else ops.multiply(self.gate_scale, v)
+            for v in (self.input_log_alpha, self.hidden_log_alpha)
+        )
+
+    def set_gate_scale(self, scale):
+        """Sets `gate_scale`, rescaling the gate variables so that log α,
+        and with it every gate, stays the same.
+
+        Args:
+            scale: float > 0. An optimizer step of size `s` on a gate
+                variable then moves log α by `scale * s`.
+        """
+        scale = float(scale)
+        if not scale > 0 or not math.isfinite(scale):
+            raise ValueError(
+                f"`scale` must be a finite number > 0. Received: {scale!r}"
+            )
+        old = float(ops.convert_to_numpy(self.gate_scale))
+        for v in (self.input_log_alpha, self.hidden_log_alpha):
+            if v is not None:
+                v.assign(ops.convert_to_numpy(v) * (old / scale))
+        self.gate_scale.assign(scale)
 
     def _gate(self, log_alpha, training):
         if log_alpha is None:
@@ -119,16 +171,13 @@ class GatedCellMixin:
         example and time step of the batch; otherwise the deterministic
         inference gate.
         """
-        return (
-            self._gate(self.input_log_alpha, training),
-            self._gate(self.hidden_log_alpha, training),
-        )
+        return tuple(self._gate(la, training) for la in self.log_alphas())
 
     def keep_probabilities(self):
         """Returns `(P(input gate != 0), P(hidden gate != 0))`, or `None`."""
         return tuple(
             None if la is None else hard_concrete.prob_nonzero(la)
-            for la in (self.input_log_alpha, self.hidden_log_alpha)
+            for la in self.log_alphas()
         )
 
     @property

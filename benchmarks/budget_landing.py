@@ -1,0 +1,179 @@
+"""Where `BudgetController` lands, per optimizer, with its default settings.
+
+For each optimizer at its Keras default learning rate (and SGD at 1), each
+budget and each task, trains a `GatedLSTM` under `BudgetController(budget)`
+for about `--steps` optimizer steps and prints: the kept size over the target
+(`reached`), test accuracy of the gated model (inference gates) next to the
+plain `keras.layers.LSTM` trained the same way, and `fit` time of the gated
+model with and without the controller (same model, same steps, timed side by
+side in this run).
+
+    python benchmarks/budget_landing.py            # full table (minutes)
+    python benchmarks/budget_landing.py --quick    # one task, one budget
+"""
+
+import argparse
+import math
+import os
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_l0  # noqa: E402
+from keras_l0.callbacks import BudgetController  # noqa: E402
+from keras_l0.callbacks import model_size  # noqa: E402
+from keras_l0.datasets.synthetic import feature_selection_task  # noqa: E402
+
+OPTIMIZERS = {
+    "adam": lambda: keras.optimizers.Adam(),
+    "adamw": lambda: keras.optimizers.AdamW(),
+    "rmsprop": lambda: keras.optimizers.RMSprop(),
+    "sgd-m0.9": lambda: keras.optimizers.SGD(momentum=0.9),
+    "sgd-lr1": lambda: keras.optimizers.SGD(1.0),
+}
+
+
+def synthetic_task(seed=0):
+    x, y, x_test, y_test, _ = feature_selection_task(
+        num_train=300, num_test=1000, seed=seed
+    )
+    return x, y, x_test, y_test
+
+
+def digits_task(seed=0):
+    """scikit-learn's `load_digits`, row by row: 8 steps x 8 features."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype("float32")
+    y = digits.target.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    return x[:1200], y[:1200], x[1200:], y[1200:]
+
+
+TASKS = {"synthetic": synthetic_task, "digits": digits_task}
+
+
+def build(x, classes, gated, units=64, seed=0, **gate_kwargs):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(x.shape[1:])
+    if gated:
+        h = keras_l0.GatedLSTM(units, seed=seed, **gate_kwargs)(inputs)
+    else:
+        h = keras.layers.LSTM(units, seed=seed)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(classes)(h))
+
+
+def train(model, optimizer, x, y, epochs, batch_size, callbacks=()):
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    model.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
+    return time.perf_counter() - start
+
+
+def accuracy(model, x, y):
+    logits = model.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(logits, -1) == y))
+
+
+def run_case(task, optimizer_name, budget, steps, batch_size, metric="params"):
+    x, y, x_test, y_test = TASKS[task]()
+    classes = int(y.max()) + 1
+    epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
+    model = build(x, classes, gated=True)
+    controller = BudgetController(budget, metric=metric)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seconds = train(
+            model, OPTIMIZERS[optimizer_name](), x, y, epochs, batch_size,
+            [controller],
+        )
+    kept, _ = model_size(model, metric)
+    return dict(
+        reached=kept / controller.target_size,
+        accuracy=accuracy(model, x_test, y_test),
+        seconds=seconds,
+        warned=any(issubclass(w.category, UserWarning) for w in caught),
+        steps=epochs * math.ceil(len(x) / batch_size),
+    )
+
+
+def plain_accuracy(task, optimizer_name, steps, batch_size):
+    x, y, x_test, y_test = TASKS[task]()
+    epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
+    model = build(x, int(y.max()) + 1, gated=False)
+    train(model, OPTIMIZERS[optimizer_name](), x, y, epochs, batch_size)
+    return accuracy(model, x_test, y_test)
+
+
+def overhead(task, steps, batch_size, repeats=3):
+    """`fit` seconds of the gated model without and with the controller,
+    alternated `repeats` times; the medians."""
+    x, y, _, _ = TASKS[task]()
+    classes = int(y.max()) + 1
+    epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
+    times = {False: [], True: []}
+    for _ in range(repeats):
+        for controlled in (False, True):
+            model = build(x, classes, gated=True, units=16)
+            callbacks = [BudgetController(0.25)] if controlled else []
+            train(model, "adam", x, y, 1, batch_size)  # compile and warm up
+            start = time.perf_counter()
+            model.fit(
+                x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+                callbacks=callbacks,
+            )
+            times[controlled].append(time.perf_counter() - start)
+    return float(np.median(times[False])), float(np.median(times[True]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--budgets", nargs="+", type=float,
+                        default=[0.5, 0.25, 0.1])
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
+    parser.add_argument("--metric", default="params")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.budgets = args.tasks[:1], [0.25]
+    print(f"backend {keras.backend.backend()}, ~{args.steps} steps, batch "
+          f"{args.batch_size}, metric {args.metric}")
+    print(f"{'task':10} {'optimizer':9} {'budget':>6} {'reached':>8} "
+          f"{'acc gated':>9} {'acc plain':>9} {'fit s':>6} warned")
+    for task in args.tasks:
+        for name in args.optimizers:
+            plain = plain_accuracy(task, name, args.steps, args.batch_size)
+            for budget in args.budgets:
+                r = run_case(task, name, budget, args.steps, args.batch_size,
+                             args.metric)
+                print(f"{task:10} {name:9} {budget:6.2f} {r['reached']:8.3f} "
+                      f"{r['accuracy']:9.3f} {plain:9.3f} {r['seconds']:6.1f} "
+                      f"{'yes' if r['warned'] else 'no'}", flush=True)
+    without, with_ = overhead(args.tasks[0], args.steps, 8)
+    print(f"fit time, GatedLSTM(16), batch 8, {args.tasks[0]}: without "
+          f"controller {without:.2f} s, with {with_:.2f} s "
+          f"({100 * (with_ / without - 1):+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

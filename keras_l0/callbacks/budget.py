@@ -1,0 +1,467 @@
+"""`BudgetController`: λ and the gates' pace steered to land on a size."""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_l0.callbacks.sizing import KEEP_THRESHOLD
+from keras_l0.callbacks.sizing import _check_metric
+from keras_l0.callbacks.sizing import _Sizer
+from keras_l0.callbacks.warmup import _check_int
+from keras_l0.callbacks.warmup import _steps_per_epoch
+from keras_l0.layers.gating import DEFAULT_L0_PENALTY
+
+
+def _positive(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.number))
+        or not value > 0
+        or not math.isfinite(value)
+    ):
+        raise ValueError(
+            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+class BudgetController(keras.callbacks.Callback):
+    """Adapts λ and the gates' pace so that the gated layers end at a budget.
+
+    The budget is a size of the gated layers after `keras_l0.shrink`:
+    parameters, FLOPs per time step, or neurons (see
+    `keras_l0.callbacks.layer_size`). A neuron is kept when its inference
+    gate is non-zero; for `"params"` and `"flops"` the layers are counted as
+    `keras_l0.summary` counts the slim model, so input rows that a closed
+    unit upstream removes do not count.
+
+    Schedule. The dense size until `start_epoch`, then a cubic descent
+    (fast first, slow at the end, as in Zhu & Gupta, 2017) over
+    `warmup_epochs` epochs to `margin` (2.5%) above `target`, which it then
+    holds until `fit` ends. The controller knows how many steps `fit` has
+    (epochs x steps per epoch), so the descent always fits inside them.
+
+    λ. Every `update_every` batches it compares the kept size now, and a
+    forecast of it `horizon` updates ahead (every log α drifting on at its
+    recent pace), with the schedule, and multiplies every layer's λ by a
+    common factor: slowly up while the network is larger than scheduled,
+    fast down when it is, or is heading to be, smaller. λ is every layer's
+    `l0_penalty` argument (`DEFAULT_L0_PENALTY` where that is 0) times that
+    factor, which starts from the layers' current λ, so a resumed run goes
+    on where it stopped.
+
+    Pace. How far one optimizer step moves log α depends on the optimizer
+    and its learning rate (Adam at 1e-3: about 1e-3, far too slow to close a
+    gate in a few hundred steps; SGD with momentum at a large λ: all gates
+    at once). With `pace="auto"` (default) the controller measures how fast
+    the gates move and sets each layer's `gate_scale` k (log α = k θ, θ the
+    trainable variable; see `GatedCellMixin.set_gate_scale`) so that a gate
+    can cross from open to closed in a third of the descent, whatever the
+    optimizer, its learning rate or the data-set size. Weights keep the
+    user's optimizer and learning rate. At the end of `fit` every k is set
+    back to 1, so the variables hold log α again. It warns once (a
+    `UserWarning`) when the steps left cannot close enough gates to reach
+    the target.
+
+    Do not combine it with `L0Warmup`, which also sets λ.
+
+    Args:
+        target: the budget: a number > 1 is an absolute size, a number in
+            (0, 1] a fraction of the dense size of the gated layers.
+        metric: `"params"` (default), `"flops"` or `"neurons"`.
+        warmup_epochs: number > 0 of epochs (fractions allowed) from the
+            starting size to the target. Default `None`: half of the epochs
+            of `fit` after `start_epoch`.
+        start_epoch: number >= 0 of epochs (fractions allowed) at which
+            the schedule starts to move. Default `None`: after a tenth of
+            the epochs of `fit`, so that the data gradients tell useful
+            neurons from useless ones before λ rises.
+        update_every: int >= 1, batches between two updates. Default
+            `None`: 25 updates per epoch, at most one per batch.
+        horizon: int >= 0, how many updates ahead the forecast looks
+            (0: no forecast). Default `None`: as many steps as a gate at
+            the chosen pace needs to travel half way to closed (10 updates
+            with `pace=None`).
+        rise_gain: float > 0, per update, the step of log λ per unit of
+            log excess size while the network is larger than scheduled.
+            Default `None`: 0.05 with `pace=None`; with a pace, such that λ
+            can sweep `log_range` (12) in the descent, whatever its number
+            of updates (λ falls twice as fast). Gates added to a trained network
+            (`keras_l0.gate_model`) reopen as soon as λ drops: a faster
+            rise (0.25) and `horizon=0` suit them.
+        pace: `"auto"` (default), a number > 0 (log α per optimizer step
+            that an open gate on its way to close should travel), or `None`
+            to leave the gates at the optimizer's own pace.
+        model: optional functional model to count sizes on, for when the
+            model being trained is not one that `keras_l0.shrink` can plan
+            (e.g. a subclassed model that trains copies of its layers). Its
+            gated layers must have the same names and sizes; the gate
+            values are read from the model being trained. Without it, such
+            a model is counted layer by layer with its own gates, with a
+            `UserWarning`.
+        verbose: 0 (default) for silence, 1 to print one line per epoch.
+
+    Attributes:
+        dense_size: the dense size of the gated layers.
+        target_size: the budget as an absolute size.
+        size: the kept size at the last update.
+        l0_scale: the current factor on every layer's `l0_penalty`
+            argument.
+        gate_pace: the pace (log α per step) aimed at, or `None`.
+
+    At the end of every epoch, the logs get `"budget/size"`,
+    `"budget/scheduled"`, `"budget/l0_scale"` and `"budget/gate_scale"`
+    (the mean k).
+
+    Example:
+
+    >>> model.compile("adam", "sparse_categorical_crossentropy")
+    >>> controller = BudgetController(0.25)
+    >>> model.fit(x, y, epochs=20, callbacks=[controller])
+    >>> keras_l0.callbacks.model_size(model)[0] / controller.target_size
+    1.01
+    """
+
+    # Control constants, per update. Tuned on the generated task and on
+    # `load_digits` (benchmarks/budget_landing.py) and a PTB language model.
+    updates_per_epoch = 25
+    rise_gain = 0.05
+    fall_gain = 1.0
+    log_range = 12.0
+    start_fraction = 0.1
+    proportional_gain = 2.0
+    max_log_scale = math.log(1e6)
+    velocity_smoothing = 0.7
+    margin = 0.025
+    rise_floor = 0.5
+    # log α an open gate travels to close, and how many times over the
+    # descent the auto pace lets it travel that.
+    travel = 4.0
+    crossings = 3.0
+    max_pace = 0.2
+    scale_bounds = (1e-3, 1e4)
+    max_scale_step = 1.5
+
+    def __init__(
+        self,
+        target,
+        metric="params",
+        warmup_epochs=None,
+        start_epoch=None,
+        update_every=None,
+        horizon=None,
+        rise_gain=None,
+        pace="auto",
+        model=None,
+        verbose=0,
+    ):
+        super().__init__()
+        self.target = _positive("target", target)
+        _check_metric(metric)
+        self.warmup_epochs = _positive(
+            "warmup_epochs", warmup_epochs, allow_none=True
+        )
+        if start_epoch is not None and not (
+            isinstance(start_epoch, (int, float, np.number))
+            and not isinstance(start_epoch, bool)
+            and 0 <= start_epoch < math.inf
+        ):
+            raise ValueError(
+                "`start_epoch` must be None or a number >= 0. Received: "
+                f"start_epoch={start_epoch!r}"
+            )
+        if update_every is not None:
+            _check_int("update_every", update_every, 1)
+        if horizon is not None:
+            _check_int("horizon", horizon, 0)
+        self._rise_gain = _positive("rise_gain", rise_gain, allow_none=True)
+        if pace != "auto":
+            pace = _positive("pace", pace, allow_none=True)
+        self.metric = metric
+        self.start_epoch = start_epoch
+        self.update_every = update_every
+        self.horizon = horizon
+        self.pace = pace
+        self.structure = model
+        self.verbose = verbose
+
+    # -- set up -------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._sizer = _Sizer(self.model, self.metric, self.structure)
+        self._steps = _steps_per_epoch(self)
+        self._epochs = int(self.params.get("epochs") or 1)
+        self._update_every = self.update_every or max(
+            1, round(self._steps / self.updates_per_epoch)
+        )
+        self._start = self.start_epoch
+        if self._start is None:
+            self._start = self.start_fraction * self._epochs
+        self._warmup = self.warmup_epochs or max(
+            1.0 / self._steps, (self._epochs - self._start) / 2
+        )
+        self.dense_size = self._sizer.dense
+        self.target_size = (
+            self.target * self.dense_size if self.target <= 1 else self.target
+        )
+        if self.target_size > self.dense_size:
+            raise ValueError(
+                f"`target` {self.target:g} exceeds the dense {self.metric} "
+                f"of the gated layers, {self.dense_size:g}."
+            )
+        layers = self._sizer.layers
+        for layer in layers.values():
+            if hasattr(layer.cell, "gate_scale"):
+                layer.cell.set_gate_scale(1.0)
+        self.size = self._sizer.kept()
+        self._reference = {
+            name: layer.cell.initial_l0_penalty or DEFAULT_L0_PENALTY
+            for name, layer in layers.items()
+        }
+        ratios = [
+            float(ops.convert_to_numpy(layer.cell.l0_penalty))
+            / self._reference[name]
+            for name, layer in layers.items()
+        ]
+        logs_of_set = [math.log(r) for r in ratios if r > 0]
+        self._integral = float(np.mean(logs_of_set)) if logs_of_set else 0.0
+        self._previous = None
+        self._velocity = None
+        self._last_step = None
+        self._epoch = 0
+        self._warned = False
+        self._set_scale(self._integral)
+        descent_steps = self._warmup * self._steps
+        self.gate_pace = None
+        if self.pace == "auto":
+            self.gate_pace = min(
+                self.max_pace, self.crossings * self.travel / descent_steps
+            )
+        elif self.pace is not None:
+            self.gate_pace = self.pace
+        if self.gate_pace is None:
+            self._rise = self._rise_gain or type(self).rise_gain
+            self._fall = self.fall_gain
+            default_horizon = 10
+        else:
+            updates = descent_steps / self._update_every
+            self._rise = self._rise_gain or self.log_range / updates
+            self._fall = 2 * self.log_range / updates
+            default_horizon = math.ceil(
+                self.travel / (2 * self.gate_pace * self._update_every)
+            )
+        self._horizon = (
+            default_horizon if self.horizon is None else self.horizon
+        )
+        self.rise_gain = self._rise
+        end = self._start + self._warmup
+        if end > self._epochs + 1e-9:
+            self._warn(
+                f"the schedule reaches the target at epoch {end:g}, after "
+                f"`fit` ends (epoch {self._epochs}): pass a smaller "
+                "`warmup_epochs` or `start_epoch`, or train longer."
+            )
+
+    def _warn(self, why):
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(
+            f"BudgetController({self.target:g}, metric={self.metric!r}) "
+            f"cannot reach its target: {why}",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def on_train_end(self, logs=None):
+        for layer in self._sizer.layers.values():
+            if hasattr(layer.cell, "gate_scale"):
+                layer.cell.set_gate_scale(1.0)
+
+    # -- schedule -----------------------------------------------------------
+
+    def scheduled_size(self, epoch):
+        """The size the schedule asks for at (fractional) `epoch`."""
+        remaining = 1.0 - (epoch - self._start) / self._warmup
+        remaining = min(1.0, max(0.0, remaining))
+        aim = self.target_size * (1.0 + self.margin)
+        return aim + (self.dense_size - aim) * remaining**3
+
+    def _set_scale(self, log_scale):
+        self.l0_scale = math.exp(log_scale)
+        for name, layer in self._sizer.layers.items():
+            layer.cell.l0_penalty.assign(self._reference[name] * self.l0_scale)
+
+    # -- forecast and pace ----------------------------------------------------
+
+    def _split(self, flat, log_alphas):
+        out, start = [], 0
+        for pair in log_alphas:
+            part = []
+            for la in pair:
+                if la is None:
+                    part.append(None)
+                else:
+                    part.append(flat[start : start + la.size])
+                    start += la.size
+            out.append(part)
+        return out
+
+    def _track(self, log_alphas, steps):
+        """Updates the running per-step velocity of every log α."""
+        flat = np.concatenate(
+            [la for pair in log_alphas for la in pair if la is not None]
+        )
+        if self._previous is not None and steps > 0:
+            step = (flat - self._previous) / steps
+            self._velocity = (
+                step
+                if self._velocity is None
+                else self.velocity_smoothing * self._velocity
+                + (1 - self.velocity_smoothing) * step
+            )
+        self._previous = flat
+
+    def _forecast(self, log_alphas):
+        """Kept size `horizon` updates ahead if every gate keeps drifting
+        at its recent pace."""
+        if self._velocity is None or not self._horizon:
+            return self.size
+        ahead = self._previous + (
+            self._horizon * self._update_every * self._velocity
+        )
+        now = self._sizer.count(log_alphas)
+        if now == 0:
+            return self.size
+        future = self._sizer.count(self._split(ahead, log_alphas))
+        return self.size * future / now
+
+    def _adapt_pace(self, log_alphas, behind):
+        """Sets each layer's gate scale so that its moving gates travel at
+        `gate_pace` log α per step: faster only while the size is behind
+        the schedule (gates at rest are not hurried), slower whenever they
+        run faster."""
+        if self.gate_pace is None or self._velocity is None:
+            return
+        low, high = self.scale_bounds
+        velocities = self._split(self._velocity, log_alphas)
+        for layer, pair in zip(self._sizer.layers.values(), velocities):
+            speed = np.abs(np.concatenate([v for v in pair if v is not None]))
+            observed = float(np.quantile(speed, 0.9))
+            scale = float(ops.convert_to_numpy(layer.cell.gate_scale))
+            ratio = math.sqrt(self.gate_pace / max(observed, 1e-12))
+            ratio = min(self.max_scale_step, max(1 / self.max_scale_step, ratio))
+            if ratio > 1 and not behind:
+                continue
+            new = min(high, max(low, scale * ratio))
+            if abs(new / scale - 1) > 0.05:
+                layer.cell.set_gate_scale(new)
+
+    def _check_reachable(self, log_alphas, epoch):
+        """Warns once if the gates that must still close cannot get there
+        in the steps left, at the pace they can move."""
+        if self._warned or self.size <= self.target_size * 1.1:
+            return
+        left = (self._epochs - epoch) * self._steps
+        flat = self._previous
+        open_ = np.sort(flat[flat > KEEP_THRESHOLD])
+        if not open_.size:
+            return
+        pace = self.gate_pace
+        if pace is None:
+            pace = float(np.quantile(np.abs(self._velocity), 0.9))
+        else:
+            pace = max(pace, self.max_pace)
+        # The nearest gates close first: how far must the last one needed go?
+        need, lo, hi = open_[-1], 0, open_.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            closed = np.where(flat <= open_[mid], -np.inf, flat)
+            if self._sizer.count(self._split(closed, log_alphas)) <= (
+                self.target_size
+            ):
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo < open_.size:
+            need = open_[lo]
+        steps_needed = (need - KEEP_THRESHOLD) / max(pace, 1e-12)
+        if steps_needed > left:
+            self._warn(
+                f"{self.size:,.0f} {self.metric} kept, target "
+                f"{self.target_size:,.0f}; the gates that must still close "
+                f"need about {steps_needed:,.0f} steps at {pace:.2g} log α "
+                f"per step, and {left:,.0f} are left. Train longer"
+                + (", or let it set the pace (pace='auto')." if
+                   self.gate_pace is None else ".")
+            )
+
+    # -- control --------------------------------------------------------------
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._next_update = self._update_every
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With `steps_per_execution` > 1, Keras reports every few batches.
+        if batch + 1 < self._next_update:
+            return
+        self._next_update = batch + 1 + self._update_every
+        self.model  # Under JAX, reading it syncs the trained variables.
+        step = self._epoch * self._steps + batch + 1
+        steps = 0 if self._last_step is None else step - self._last_step
+        self._last_step = step
+        epoch = step / self._steps
+        log_alphas = self._sizer.log_alphas()
+        self.size = self._sizer.kept(log_alphas)
+        self._track(log_alphas, steps)
+        forecast = self._forecast(log_alphas)
+        ahead = epoch + self._horizon * self._update_every / self._steps
+        error = min(
+            math.log(max(self.size, 1.0) / self.scheduled_size(epoch)),
+            math.log(max(forecast, 1.0) / self.scheduled_size(ahead)),
+        )
+        error = min(1.0, max(-1.0, error))
+        held = epoch >= self._start + self._warmup
+        if error > 0:
+            # Once the schedule holds, a small excess must not stall.
+            if held:
+                floor = self.rise_floor if self.gate_pace is None else 0.2
+                error = max(error, floor)
+            change = self._rise * error
+        else:
+            change = self._fall * error
+        self._integral = min(
+            self.max_log_scale,
+            max(-self.max_log_scale, self._integral + change),
+        )
+        self._set_scale(self._integral + self.proportional_gain * error)
+        self._adapt_pace(log_alphas, behind=error > 0)
+        if self._velocity is not None and epoch >= self._start:
+            self._check_reachable(log_alphas, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model  # Under JAX, reading it syncs the trained variables.
+        self.size = self._sizer.kept()
+        scheduled = self.scheduled_size(epoch + 1)
+        scales = [
+            float(ops.convert_to_numpy(layer.cell.gate_scale))
+            for layer in self._sizer.layers.values()
+        ]
+        if logs is not None:
+            logs["budget/size"] = self.size
+            logs["budget/scheduled"] = scheduled
+            logs["budget/l0_scale"] = self.l0_scale
+            logs["budget/gate_scale"] = float(np.mean(scales))
+        if self.verbose:
+            print(
+                f"Epoch {epoch + 1} budget: {self.metric} {self.size:,.0f} "
+                f"(scheduled {scheduled:,.0f}, target "
+                f"{self.target_size:,.0f}), λ x {self.l0_scale:.3g}, "
+                f"gate scale {np.mean(scales):.3g}"
+            )
