@@ -11,6 +11,22 @@ latency of the dense and the slim TFLite model measured side by side.
 The "dense" model is the gated model with every gate open: the plain Keras
 model at the original sizes, which is what one would ship without pruning.
 
+Checks. The tool refuses (exit status 2, nothing written) a slim model
+whose outputs differ from the gated model's by more than
+`GATED_TOLERANCE` times max(1, the largest gated output) on random inputs
+(padded ones too for a masked model), and every `.tflite` it writes whose
+LiteRT outputs differ from the slim Keras model's by more than
+`keras_l0.export.tolerance(quantization, streaming, scale)` (float32:
+1e-4 times max(1, scale); dynamic 3%, float16 0.2%, int8 15% and int8
+streaming 75% of the largest output).
+
+Masked models (`Masking`, `Embedding(mask_zero=True)`). With a variable
+sequence length (the default for a model without one) and in streaming
+form, the `.tflite` takes the unpadded sequence: the app feeds only the real
+steps, never the padding token or value, which `report.json` names under
+`"padding"`. With `--seq-len N` it takes padded sequences of N steps and
+computes the mask itself (its LSTMs are then not fused).
+
 The input file is never modified. The outputs are built in a temporary
 folder next to their destination and moved into place at the end: a new
 output folder appears whole or not at all; in an existing one (`--force` to
@@ -55,6 +71,8 @@ from keras_l0_shrink import native_stderr_to_file
 PROG = "keras-l0-shrink"
 REPORT_NAME = "report.json"
 CHECK_BATCH_SIZE = 4
+# Largest accepted |gated - slim| (Keras), times max(1, largest output).
+GATED_TOLERANCE = 1e-4
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -92,6 +110,22 @@ def build_parser():
             "Remove the closed neurons of a trained keras_l0 model and "
             "export the slim model to TFLite, with a size, accuracy and "
             "latency report."
+        ),
+        epilog=(
+            "Checks: nothing is written (exit status 2) when the slim model "
+            "differs from the gated one by more than "
+            f"{GATED_TOLERANCE:g} x max(1, largest output), or a .tflite "
+            "differs from the slim Keras model by more than its tolerance: "
+            + "; ".join(
+                f"{q}{' streaming' if st else ''} {t:g}"
+                for (q, st), t in export.TOLERANCES.items()
+                if not (st and export.TOLERANCES[q, False] == t)
+            )
+            + " (float32: x max(1, largest output), quantized: x largest "
+            "output). Masked models: a variable-length or streaming .tflite "
+            "takes the unpadded sequence (report.json names the padding "
+            "token/value per input); --seq-len N gives a file for padded "
+            "sequences that computes the mask."
         ),
     )
     parser.add_argument(
@@ -132,8 +166,8 @@ def build_parser():
         "--batch",
         type=_positive_int,
         metavar="N",
-        default=1,
-        help="batch size of the TFLite models (default: 1)",
+        help="batch size of the TFLite models (default: the model's fixed "
+        "batch size, else 1)",
     )
     parser.add_argument(
         "--streaming",
@@ -144,7 +178,8 @@ def build_parser():
     parser.add_argument(
         "--no-benchmark",
         action="store_true",
-        help="skip the dense vs slim TFLite latency measurement",
+        help="skip the dense model's conversion and the dense vs slim "
+        "TFLite latency measurement",
     )
     parser.add_argument(
         "--runs",
@@ -338,10 +373,16 @@ def _check_inputs(model, batch_size, sequence_length, seed=0):
     them: token ids within the vocabulary for inputs read by an
     `Embedding`, standard normal features otherwise."""
     rng = np.random.default_rng(seed)
-    return [
-        spec.random(rng, sequence_length)
-        for spec in export._input_specs(model, batch_size)
-    ]
+    arrays = []
+    for spec in export.input_specs(model, batch_size):
+        x = spec.random(rng, sequence_length)
+        if spec.padding is not None and spec.is_sequence:
+            # Odd rows pre-padded, a third of their steps.
+            count = max(1, x.shape[1] // 3)
+            padded = spec.pad(x[:, : x.shape[1] - count], count, True)
+            x[1::2] = padded[1::2]
+        arrays.append(x)
+    return arrays
 
 
 def _outputs(model, inputs):
@@ -350,10 +391,34 @@ def _outputs(model, inputs):
 
 
 def _max_abs_diff(model_a, model_b, inputs):
-    return max(
+    """Largest |a - b| over the outputs, and the largest |a|."""
+    outputs_a = _outputs(model_a, inputs)
+    diff = max(
         float(np.max(np.abs(a.astype("float64") - b.astype("float64"))))
-        for a, b in zip(_outputs(model_a, inputs), _outputs(model_b, inputs))
+        for a, b in zip(outputs_a, _outputs(model_b, inputs))
     )
+    return diff, max(float(np.max(np.abs(a))) for a in outputs_a)
+
+
+def _model_batch_size(model):
+    for tensor in model.inputs:
+        if tensor.shape and tensor.shape[0] is not None:
+            return tensor.shape[0]
+    return None
+
+
+def _check_file(what, flatbuffer, slim, quantization, **kwargs):
+    """`export.verify`, raising `UsageError` above the tolerance."""
+    streaming = kwargs.get("streaming", False)
+    diff, scale = export.verify(flatbuffer, slim, return_scale=True, **kwargs)
+    allowed = export.tolerance(quantization, streaming, scale)
+    if not diff <= allowed:
+        raise UsageError(
+            f"the {what} differs from the slim Keras model by {diff:.3g} "
+            f"(largest output {scale:.3g}; accepted with --quantization "
+            f"{quantization}: {allowed:.3g}); nothing written"
+        )
+    return diff
 
 
 def _model_sequence_length(model):
@@ -361,6 +426,20 @@ def _model_sequence_length(model):
         if len(tensor.shape) >= 2 and tensor.shape[1] is not None:
             return tensor.shape[1]
     return None
+
+
+def _padding(slim, names, file_length, streaming):
+    """`{file: {input: padding token or value}}` for the files of a masked
+    model that take unpadded sequences."""
+    contract = export.padding_contract(slim)
+    if not contract:
+        return {}
+    files = {}
+    if file_length == export.VARIABLE_LENGTH:
+        files[names["tflite"]] = contract
+    if streaming:
+        files[names["streaming_tflite"]] = contract
+    return files
 
 
 def _sha256(path):
@@ -501,7 +580,7 @@ def _run(args, progress):
         if os.path.exists(target) and os.path.samefile(target, source):
             raise UsageError(f"output {target} would overwrite the input")
 
-    progress.total = 9 + args.streaming + (not args.no_benchmark)
+    progress.total = 6 + args.streaming + 2 * (not args.no_benchmark)
     staging = _Staging(output_dir, list(names.values()), args.force)
     try:
         report = _build(args, progress, source, names, staging, calibration)
@@ -527,9 +606,13 @@ def _build(args, progress, source, names, staging, calibration):
     check_length = (
         model_length or fixed_length or export.DEFAULT_SEQUENCE_LENGTH
     )
+    model_batch = _model_batch_size(model)
+    if args.batch is None:
+        args.batch = model_batch or 1
     gated = gated_layers(model)
     warning_messages = []
     if gated:
+        progress.total += 2
         with progress.step("Removing closed neurons"):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("ignore")
@@ -544,7 +627,7 @@ def _build(args, progress, source, names, staging, calibration):
         with progress.step("Building the dense model (every gate open)"):
             dense = _dense_equivalent(source)
     elif args.export_ungated:
-        progress.total -= 3
+        progress.total -= not args.no_benchmark
         slim = dense = model
     else:
         raise UsageError(
@@ -564,8 +647,17 @@ def _build(args, progress, source, names, staging, calibration):
         raise UsageError(f"{args.model}: {e}")
 
     with progress.step("Comparing gated and slim Keras outputs"):
-        inputs = _check_inputs(model, CHECK_BATCH_SIZE, check_length)
-        keras_diff = _max_abs_diff(model, slim, inputs)
+        inputs = _check_inputs(
+            model, model_batch or CHECK_BATCH_SIZE, check_length
+        )
+        keras_diff, scale = _max_abs_diff(model, slim, inputs)
+        allowed = GATED_TOLERANCE * max(1.0, scale)
+        if not keras_diff <= allowed:
+            raise UsageError(
+                f"{args.model}: the slim model differs from the gated one "
+                f"by {keras_diff:.3g} (largest output {scale:.3g}; accepted: "
+                f"{allowed:.3g}); nothing written"
+            )
 
     with progress.step("Saving the slim .keras"):
         if gated:
@@ -589,12 +681,12 @@ def _build(args, progress, source, names, staging, calibration):
                 sequence_length=file_length,
                 **convert,
             )
-        if gated:
+        if gated and not args.no_benchmark:
             with progress.step("Converting the dense model to TFLite"):
                 tflites["dense"] = export.to_tflite(
                     dense, sequence_length=file_length, **convert
                 )
-        else:
+        elif not gated:
             tflites["dense"] = tflites["slim"]
         if args.streaming:
             with progress.step("Converting the streaming TFLite"):
@@ -605,13 +697,19 @@ def _build(args, progress, source, names, staging, calibration):
                     **convert,
                 )
         with progress.step("Comparing Keras and TFLite outputs"):
-            diffs["keras_vs_tflite"] = export.verify(
-                tflites["slim"], slim, sequence_length=check_length
+            diffs["keras_vs_tflite"] = _check_file(
+                "TFLite model",
+                tflites["slim"],
+                slim,
+                args.quantization,
+                sequence_length=check_length,
             )
             if args.streaming:
-                diffs["keras_vs_streaming_tflite"] = export.verify(
+                diffs["keras_vs_streaming_tflite"] = _check_file(
+                    "streaming TFLite model",
                     tflites["streaming"],
                     slim,
+                    args.quantization,
                     streaming=True,
                     sequence_length=check_length,
                 )
@@ -649,6 +747,13 @@ def _build(args, progress, source, names, staging, calibration):
             "check_sequence_length": check_length,
             "streaming": args.streaming,
         },
+        "padding": _padding(slim, names, file_length, args.streaming),
+        "tolerances": {
+            "gated_vs_slim_keras": GATED_TOLERANCE * max(1.0, scale),
+            "keras_vs_tflite_fraction": export.TOLERANCES[
+                args.quantization, False
+            ],
+        },
         "outputs": {k: v for k, v in names.items() if k != "report"},
         "layers": rows,
         "params": {
@@ -663,7 +768,7 @@ def _build(args, progress, source, names, staging, calibration):
         "file_bytes": {
             "gated_keras": os.path.getsize(source),
             "slim_keras": os.path.getsize(staging.file(names["keras"])),
-            "dense_tflite": len(tflites["dense"]),
+            "dense_tflite": len(tflites["dense"]) if "dense" in tflites else None,
             "slim_tflite": len(tflites["slim"]),
         },
         "max_abs_diff": diffs,
@@ -751,7 +856,13 @@ def format_report(report, arrow="->"):
         ),
         (
             f".tflite dense {arrow} slim",
-            change(_bytes(sizes["dense_tflite"]), _bytes(sizes["slim_tflite"]))
+            (
+                change(
+                    _bytes(sizes["dense_tflite"]), _bytes(sizes["slim_tflite"])
+                )
+                if sizes["dense_tflite"] is not None
+                else _bytes(sizes["slim_tflite"])
+            )
             + f"  (quantization: {quantization})",
         ),
     ]
@@ -770,6 +881,11 @@ def format_report(report, arrow="->"):
                 f"{diffs['keras_vs_streaming_tflite']:.2e}",
             )
         )
+    for name, inputs in report.get("padding", {}).items():
+        fed = ", ".join(
+            f"{key} without padding {value!r}" for key, value in inputs.items()
+        )
+        facts.append((f"{name} takes", f"unpadded sequences: {fed}"))
     latency = report["latency_ms"]
     if latency is not None:
         facts.append(

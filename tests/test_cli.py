@@ -205,8 +205,9 @@ def test_subprocess_force_quantized(trained, tmp_path):
     progress = [
         line for line in result.stderr.splitlines() if line.startswith("[")
     ]
-    assert progress[0] == "[1/9] Loading gated.keras ..."
-    assert progress[-1].startswith(f"[9/9] Moving the outputs into {out}: ")
+    # --no-benchmark: the dense model is not converted.
+    assert progress[0] == "[1/8] Loading gated.keras ..."
+    assert progress[-1].startswith(f"[8/8] Moving the outputs into {out}: ")
     assert "Traceback" not in result.stderr
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(os.listdir(out)) == [
@@ -220,6 +221,7 @@ def test_subprocess_force_quantized(trained, tmp_path):
     assert report["options"]["quantization"] == "dynamic"
     assert report["options"]["sequence_length"] == 6
     assert report["latency_ms"] is None
+    assert report["file_bytes"]["dense_tflite"] is None
     assert report["max_abs_diff"]["keras_vs_tflite"] < 0.1
     assert os.path.getsize(out / "gated_slim.tflite") == (
         report["file_bytes"]["slim_tflite"]
@@ -365,3 +367,64 @@ def test_read_only_output(trained, tmp_path, capsys):
         pytest.skip("no read-only folder to write into")
     message = _fail(capsys, [trained, "-o", os.path.join(folder, "out")])
     assert f"cannot write to {folder}: " in message
+
+
+def _perturbed(model, offset=0.05):
+    copy = keras.models.clone_model(model)
+    copy.set_weights([w + offset for w in model.get_weights()])
+    return copy
+
+
+def test_tflite_unlike_keras_is_refused(trained, tmp_path, capsys, monkeypatch):
+    """A file that does not compute the slim model (here: converted from a
+    perturbed copy) is not written."""
+    real = export.to_tflite
+
+    def wrong(model, path=None, **kwargs):
+        return real(_perturbed(model), path, **kwargs)
+
+    monkeypatch.setattr(export, "to_tflite", wrong)
+    out = tmp_path / "out"
+    message = _fail(capsys, [trained, "-o", str(out), "--no-benchmark"])
+    assert "TFLite model differs from the slim Keras model" in message
+    assert "nothing written" in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_slim_unlike_gated_is_refused(trained, tmp_path, capsys, monkeypatch):
+    real = cli.shrink
+    monkeypatch.setattr(cli, "shrink", lambda model: _perturbed(real(model)))
+    message = _fail(capsys, [trained, "-o", str(tmp_path / "out")])
+    assert "slim model differs from the gated one" in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_tolerances_are_stated_in_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{cli.GATED_TOLERANCE:g} x max(1, largest output)" in text
+    assert "dynamic 0.03" in text and "int8 streaming 0.75" in text
+
+
+def test_masked_model_contract_in_report(tmp_path, capsys):
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(VOCABULARY, 5, mask_zero=True)(tokens)
+    x = keras_l0.GatedLSTM(6, name="lstm")(x)
+    model = keras.Model(tokens, keras.layers.Dense(2)(x))
+    _close(model.get_layer("lstm").cell.hidden_log_alpha, [1, 3])
+    path = tmp_path / "masked.keras"
+    model.save(path)
+    out = tmp_path / "out"
+    argv = [str(path), "-o", str(out), "--no-benchmark", "--streaming"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "unpadded sequences: tokens without padding 0" in printed
+    with open(out / "report.json") as f:
+        report = json.load(f)
+    assert report["padding"] == {
+        "masked_slim.tflite": {"tokens": 0},
+        "masked_slim_streaming.tflite": {"tokens": 0},
+    }
+    assert report["max_abs_diff"]["keras_vs_tflite"] < 1e-4
+    assert report["max_abs_diff"]["keras_vs_streaming_tflite"] < 1e-4

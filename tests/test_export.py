@@ -201,6 +201,131 @@ def test_lstm_reading_computed_states_stays_correct():
     assert export.verify(flatbuffer, model, num_samples=2) < FLOAT_TOLERANCE
 
 
+class ErfinvLayer(layers.Layer):
+    """A layer in keras.ops whose op (Erfinv) has no TFLite builtin."""
+
+    def call(self, x):
+        return keras.ops.erfinv(keras.ops.tanh(x) * 0.5)
+
+
+class SquashLayer(layers.Layer):
+    """A custom layer written in keras.ops, with builtin equivalents."""
+
+    def call(self, x):
+        return x / (1.0 + keras.ops.abs(x)) + keras.ops.cumsum(x, axis=1)
+
+
+def test_any_convertible_layer_exports_and_lstm_stays_fused():
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((12, 5))
+    x = layers.Conv1D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling1D(2)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Bidirectional(layers.LSTM(6, return_sequences=True))(x)
+    x = layers.MultiHeadAttention(num_heads=2, key_dim=3)(x, x)
+    x = SquashLayer()(x)
+    x = layers.LayerNormalization()(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, layers.Dense(3)(x))
+    flatbuffer = export.to_tflite(model)
+    ops = export.op_names(flatbuffer)
+    assert ops.count(FUSED_LSTM) == 2 and "WHILE" not in ops
+    assert export.flex_ops(flatbuffer) == []
+    assert export.verify(flatbuffer, model) < FLOAT_TOLERANCE
+
+
+def _masked_classifier(mask="embedding"):
+    keras.utils.set_random_seed(8)
+    if mask == "embedding":
+        inputs = keras.Input((None,), dtype="int32", name="tokens")
+        x = layers.Embedding(20, 6, mask_zero=True)(inputs)
+    else:
+        inputs = keras.Input((None, 4), name="series")
+        x = layers.Masking(-1.0)(inputs)
+    x = layers.LSTM(5, return_sequences=True)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(3)(x))
+
+
+@pytest.mark.parametrize("mask", ["embedding", "masking"])
+def test_masked_model_takes_unpadded_sequences(mask):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _masked_classifier(mask)
+    (name,) = export.input_names(model)
+    assert export.padding_contract(model) == {
+        name: 0 if mask == "embedding" else -1.0
+    }
+    flatbuffer = export.to_tflite(model, sequence_length="variable")
+    ops = export.op_names(flatbuffer)
+    assert FUSED_LSTM in ops and "NOT_EQUAL" not in ops
+    assert export.verify(flatbuffer, model, num_samples=6) < FLOAT_TOLERANCE
+    # Explicitly: LiteRT on the real steps, Keras on pre- and post-padded.
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner()
+    rng = np.random.default_rng(0)
+    if mask == "embedding":
+        real = rng.integers(1, 20, (1, 5)).astype("int32")
+        pad = np.zeros((1, 3), "int32")
+    else:
+        real = rng.standard_normal((1, 5, 4)).astype("float32")
+        pad = np.full((1, 3, 4), -1.0, "float32")
+    (got,) = runner(**{name: real}).values()
+    for padded in (np.concatenate([pad, real], 1), np.concatenate([real, pad], 1)):
+        expected = keras.ops.convert_to_numpy(model(padded))
+        np.testing.assert_allclose(got, expected, atol=FLOAT_TOLERANCE)
+
+
+def test_masked_model_streams_unpadded_steps():
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((None, 4))
+    x = layers.Masking(-1.0)(inputs)
+    x = layers.LSTM(5, return_sequences=True, name="lstm")(x)
+    model = keras.Model(inputs, layers.Dense(2)(x))
+    flatbuffer = export.to_tflite(model, streaming=True)
+    assert export.verify(flatbuffer, model, streaming=True) < FLOAT_TOLERANCE
+
+
+def test_fixed_length_masked_file_computes_the_mask():
+    model = _masked_classifier("embedding")
+    flatbuffer = export.to_tflite(model, sequence_length=7)
+    ops = export.op_names(flatbuffer)
+    assert "NOT_EQUAL" in ops and FUSED_LSTM not in ops
+    assert export.flex_ops(flatbuffer) == []
+    # verify() pads the first or last steps of every fixed-length sample.
+    assert export.verify(flatbuffer, model, num_samples=6) < FLOAT_TOLERANCE
+
+
+def test_stateful_layer_runs_each_call_from_zero_states():
+    keras.utils.set_random_seed(9)
+    inputs = keras.Input((T, 3), batch_size=2)
+    x = layers.GRU(4, stateful=True, return_sequences=True)(inputs)
+    x = layers.LSTM(4, stateful=True)(x)
+    model = keras.Model(inputs, layers.Dense(2)(x))
+    model(np.ones((2, T, 3), "float32"))  # some state to keep
+    before = [keras.ops.convert_to_numpy(v) for v in model.layers[1].states]
+    flatbuffer = export.to_tflite(model, batch_size=2)
+    assert FUSED_LSTM in export.op_names(flatbuffer)
+    assert export.verify(flatbuffer, model, num_samples=3) < FLOAT_TOLERANCE
+    after = [keras.ops.convert_to_numpy(v) for v in model.layers[1].states]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_wrong_file_is_refused_and_not_written(tmp_path, monkeypatch):
+    from keras_l0.export import _to_tflite
+
+    keras.utils.set_random_seed(10)
+    model = sequential(layers.LSTM(4), layers.Dense(2))
+    other = sequential(layers.LSTM(4), layers.Dense(2))
+    wrong = export.to_tflite(other)
+    monkeypatch.setattr(_to_tflite, "finish", lambda flatbuffer, key: wrong)
+    path = tmp_path / "model.tflite"
+    with pytest.raises(ExportError, match="differs from Keras"):
+        export.to_tflite(model, path)
+    assert os.listdir(tmp_path) == []
+    assert export.to_tflite(model, check=False) == wrong
+
+
 def quantized_model(seed):
     keras.utils.set_random_seed(seed)
     # Two LSTMs of one size: fresh forget-gate biases are equal constants,
@@ -258,18 +383,22 @@ def test_benchmark_times_every_file(lstm_tflite):
     [
         (lambda: sequential(keras_l0.GatedLSTM(4)), {}, "'gated_lstm'.*shrink"),
         (
-            lambda: sequential(layers.Conv1D(3, 2), layers.LSTM(4)),
+            lambda: sequential(
+                layers.LSTM(4, return_sequences=True), ErfinvLayer(name="odd")
+            ),
             {},
-            "'conv1d' \\(Conv1D\\)",
+            "'odd' \\(ErfinvLayer\\).*Erfinv",
         ),
         (
             lambda: sequential(
                 layers.Embedding(9, 3, mask_zero=True),
-                layers.LSTM(4),
-                shape=(T,),
+                layers.LSTM(4, return_sequences=True),
+                layers.GlobalMaxPooling1D(name="max_pool"),
+                shape=(None,),
+                dtype="int32",
             ),
-            {},
-            "mask_zero",
+            {"sequence_length": "variable"},
+            "padding.*'max_pool' \\(GlobalMaxPooling1D\\) ignores the mask",
         ),
         (lambda: keras.Sequential([layers.LSTM(4)]), {}, "input shape"),
         (

@@ -1,5 +1,6 @@
 """Conversion of a traced model to a flatbuffer, and int8 calibration."""
 
+import re
 import warnings
 
 import numpy as np
@@ -42,19 +43,47 @@ def _first_line(error):
 
 
 def _layer_error(trace, error, what, ops=()):
-    """An `ExportError` naming the layer whose scope `error` mentions."""
-    text = str(error) + " " + " ".join(ops)
+    """An `ExportError` naming the layer whose name scope holds one of the
+    graph ops `ops`, or is mentioned in `error`."""
     best = None
-    for layer_id, scope in trace.scopes.items():
-        if f"{scope}/" in text and (best is None or len(scope) > len(best)):
+    for scope in trace.scopes.values():
+        hit = any(op.startswith(f"{scope}/") for op in ops) or (
+            not ops and f"{scope}/" in str(error)
+        )
+        if hit and (best is None or len(scope) > len(best)):
             best = scope
     layer = trace.layer_of_scope(best) if best else None
+    types = sorted(set(re.findall(r"'tf\.(\w+)' op", str(error))))
     if layer is None:
         return ExportError(f"TFLite conversion failed: {_first_line(error)}")
+    if types:
+        return ExportError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) {what}: it uses "
+            f"the TensorFlow op(s) {', '.join(types)}, which LiteRT has no "
+            "builtin op for. Write it with other ops, or export the model "
+            "without it."
+        )
     return ExportError(
         f"Layer '{layer.name}' ({type(layer).__name__}) {what}: "
         f"{_first_line(error)}"
     )
+
+
+def _graph_ops(graph):
+    yield from graph.get_operations()
+    for inner in getattr(graph, "_functions", {}).values():
+        inner_graph = getattr(inner, "graph", None)
+        if inner_graph is not None:
+            yield from _graph_ops(inner_graph)
+
+
+def _ops_named_in(function, error):
+    """Names of the graph ops whose type a converter error names
+    (`'tf.Erfinv' op is neither a custom op nor a flex op`)."""
+    types = set(re.findall(r"'tf\.(\w+)' op", str(error)))
+    if not types:
+        return []
+    return [op.name for op in _graph_ops(function.graph) if op.type in types]
 
 
 def _converter(function, variables, ops):
@@ -114,6 +143,9 @@ def _flex_error(trace, function, variables, error):
         variables,
         [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS],
     )
+    named = _ops_named_in(function, error)
+    if named:
+        return _layer_error(trace, error, "cannot be converted", named)
     try:
         flatbuffer = converter.convert()
     except Exception:

@@ -238,7 +238,21 @@ class Trace:
                 return substitute(args[0], training=False)
         elif kind == "keras":
             return substitute(*args, **kwargs)
+        if type(layer) is keras.layers.TimeDistributed and not masked:
+            return self._time_distributed(layer, args[0])
         return layer(*args, **kwargs)
+
+    def _time_distributed(self, layer, x):
+        """`layer.layer` on the batch and time axes merged: one op for all
+        steps (Keras traces a loop or a `vectorized_map`, whose shapes a
+        variable-length file does not resize)."""
+        shape = tf.shape(x)
+        merged = tf.reshape(x, tf.concat([[-1], shape[2:]], 0))
+        kwargs = {}
+        if "training" in _tf_compat.context_arguments(layer.layer):
+            kwargs["training"] = False
+        y = layer.layer(merged, **kwargs)
+        return tf.reshape(y, tf.concat([shape[:2], tf.shape(y)[1:]], 0))
 
     def _step(self, layer, args, kwargs):
         if len(args) > 1 or kwargs.get("initial_state") is not None:
