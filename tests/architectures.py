@@ -14,6 +14,9 @@ inputs for it (`inputs`). What a case expects:
 - `batch_size`: a fixed batch size (stateful models), else `None`.
 - `padding`: the padding token of a masked token input (pre-padded inputs
   are generated), or `None`.
+
+`CASES` are the architectures every test covers; `SHRINK_CASES` add the
+shrink-only ones (layers holding Python functions), `ALL_CASES` both.
 """
 
 import dataclasses
@@ -274,4 +277,45 @@ CASES = (
         shrink_error="layer_normalization",
     ),
 )
-BY_NAME = {case.name: case for case in CASES}
+
+
+def _across_features(x):
+    """A custom activation that normalises across features."""
+    return x / (keras.ops.sum(keras.ops.abs(x), axis=-1, keepdims=True) + 1.0)
+
+
+def _soft_sign(x):
+    return x / (1.0 + keras.ops.abs(x))
+
+
+def dense_sparsemax_lstm():
+    series = _sequence()
+    x = layers.Dense(6, activation="sparsemax")(series)
+    x = keras_l0.GatedLSTM(5)(x)
+    return keras.Model(series, layers.Dense(2)(x))
+
+
+def dense_custom_activation_lstm():
+    series = _sequence()
+    x = layers.Dense(6, activation=_across_features)(series)
+    x = keras_l0.GatedLSTM(5)(x)
+    return keras.Model(series, layers.Dense(2)(x))
+
+
+def python_function_layers():
+    series = _sequence()
+    x = layers.Lambda(lambda t: 2.0 * t)(series)
+    x = keras_l0.GatedLSTM(5, return_sequences=True)(x)
+    x = layers.Dense(4, activation=_soft_sign)(x)
+    return keras.Model(series, layers.Dense(2, activation=_soft_sign)(x))
+
+
+# Cases for shrink only: layers holding Python functions do not save or
+# export, and the export tests iterate over `CASES`.
+SHRINK_CASES = (
+    Case("dense_sparsemax_lstm", dense_sparsemax_lstm),
+    Case("dense_custom_activation_lstm", dense_custom_activation_lstm),
+    Case("python_function_layers", python_function_layers),
+)
+ALL_CASES = CASES + SHRINK_CASES
+BY_NAME = {case.name: case for case in ALL_CASES}
