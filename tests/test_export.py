@@ -201,6 +201,22 @@ def test_lstm_reading_computed_states_stays_correct():
     assert export.verify(flatbuffer, model, num_samples=2) < FLOAT_TOLERANCE
 
 
+def padding_dependent_model():
+    # The max pooling ignores the mask: the padding's embedding, made
+    # larger than any other, is in its maximum.
+    model = sequential(
+        layers.Embedding(9, 3, mask_zero=True),
+        layers.GlobalMaxPooling1D(name="max_pool"),
+        shape=(None,),
+        dtype="int32",
+    )
+    embedding = model.layers[0].embeddings
+    values = keras.ops.convert_to_numpy(embedding).copy()
+    values[0] = 3.0
+    embedding.assign(values)
+    return model
+
+
 class ErfinvLayer(layers.Layer):
     """A layer in keras.ops whose op (Erfinv) has no TFLite builtin."""
 
@@ -258,7 +274,10 @@ def test_masked_model_takes_unpadded_sequences(mask):
     }
     flatbuffer = export.to_tflite(model, sequence_length="variable")
     ops = export.op_names(flatbuffer)
-    assert FUSED_LSTM in ops and "NOT_EQUAL" not in ops
+    assert FUSED_LSTM in ops
+    # No mask is computed for the LSTM (a Masking layer still zeroes the
+    # steps equal to its mask value, which the file is not fed).
+    assert (mask == "masking") == ("NOT_EQUAL" in ops)
     assert export.verify(flatbuffer, model, num_samples=6) < FLOAT_TOLERANCE
     # Explicitly: LiteRT on the real steps, Keras on pre- and post-padded.
     runner = Interpreter(model_content=flatbuffer).get_signature_runner()
@@ -315,8 +334,13 @@ def test_wrong_file_is_refused_and_not_written(tmp_path, monkeypatch):
     from keras_l0.export import _to_tflite
 
     keras.utils.set_random_seed(10)
-    model = sequential(layers.LSTM(4), layers.Dense(2))
-    other = sequential(layers.LSTM(4), layers.Dense(2))
+
+    def build():
+        inputs = keras.Input((T, 5), name="x")
+        x = layers.LSTM(4, name="lstm")(inputs)
+        return keras.Model(inputs, layers.Dense(2, name="y")(x))
+
+    model, other = build(), build()
     wrong = export.to_tflite(other)
     monkeypatch.setattr(_to_tflite, "finish", lambda flatbuffer, key: wrong)
     path = tmp_path / "model.tflite"
@@ -390,13 +414,7 @@ def test_benchmark_times_every_file(lstm_tflite):
             "'odd' \\(ErfinvLayer\\).*Erfinv",
         ),
         (
-            lambda: sequential(
-                layers.Embedding(9, 3, mask_zero=True),
-                layers.LSTM(4, return_sequences=True),
-                layers.GlobalMaxPooling1D(name="max_pool"),
-                shape=(None,),
-                dtype="int32",
-            ),
+            lambda: padding_dependent_model(),
             {"sequence_length": "variable"},
             "padding.*'max_pool' \\(GlobalMaxPooling1D\\) ignores the mask",
         ),
