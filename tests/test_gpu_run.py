@@ -90,7 +90,7 @@ def test_deadline_stops_the_study_and_the_same_call_resumes(study):
     first, second = study.first, study.second
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     assert "stopped at the time limit" in first.stdout
-    assert "incomplete: resume with:" in first.stdout
+    assert re.search(r"^incomplete: .* resume with: ", first.stdout, re.M)
     assert "gpu_run" in first.stdout and "incomplete (status incomplete)" in first.stdout
     partial = _load(study.out1 / "results.json")
     assert partial["status"] == "incomplete"
@@ -197,6 +197,10 @@ def test_report_on_the_packed_gpu_study(study, tmp_path):
     assert "direct design (dense from scratch), budget 0.5" in text
     assert "| magnitude, sizes 8/8/8 |" in text
     assert "random weights" in text
+    assert (
+        f"Runs: `{study.out2}` (packed on the GPU machine from `{study.runs}`, "
+        "study complete)." in text
+    )
     assert f"--out {study.runs}/tiny-gated-0.5" in text
     assert (tmp_path / "ptb.png").stat().st_size > 10000
 

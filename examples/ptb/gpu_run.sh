@@ -29,7 +29,9 @@ OUT=${OUT:?set OUT to the output folder}
 RUNS=${PTB_RUNS:-/tmp/ptb-runs}
 say() { echo "gpu_run [$(($(date +%s) - T0)) s]: $*"; }
 
-if ! "$PY" -c "import keras" 2>/dev/null; then
+# The Keras version of the wheels, e.g. 3.15.1 from .whl/keras-3.15.1-py3-none-any.whl.
+WANT=$(ls .whl/keras-*.whl 2>/dev/null | sed -E 's/.*keras-([^-]+)-.*/\1/' | head -n 1)
+if ! "$PY" -c "import keras, sys; sys.exit(bool('$WANT') and keras.__version__ != '$WANT')" 2>/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target /tmp/site .whl/*.whl || exit 2
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -105,6 +107,7 @@ else
     fi
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
     say "starting the study (status $(status)), deadline ${STUDY_LIMIT} s: ptb_reproduce.py ${ARGS[*]} --time-limit $STUDY_LIMIT"
+    rm -f "$PIDFILE"
     setsid nohup sh -c 'echo $$ > "$0"; exec "$@"' "$PIDFILE" \
         "$PY" examples/ptb/ptb_reproduce.py "${ARGS[@]}" --time-limit "$STUDY_LIMIT" \
         >>"$RUNS/study.out" 2>&1 </dev/null &

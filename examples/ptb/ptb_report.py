@@ -518,7 +518,13 @@ def tables(study):
         lines += [
             f"### {key} ({'/'.join(str(s) for s in dense['sizes'])})",
             "",
-            f"Runs: `{result['runs']}`.",
+            f"Runs: `{result['runs']}`"
+            + (
+                f" (packed on the GPU machine from `{result['device_runs']}`, "
+                f"study {result['status']})."
+                if "device_runs" in result
+                else "."
+            ),
             "",
             "| model | emb / h1 / h2 | LSTM params | all params | valid ppl | "
             "test ppl | TFLite MB | stack ms (35) | speedup | FLOP ratio | "
@@ -780,12 +786,13 @@ def main(argv=None):
             print(f"{PROG}: error: no run folder {folder!r}", file=sys.stderr)
             return 2
     import_libraries()
-    unpacked = {}
+    unpacked, unpacked_status = {}, {}
     for _, folder in studies:
         if ptb_collect.is_collected(folder) and folder not in unpacked:
             target = tempfile.mkdtemp(prefix="ptb-collected-")
             results = ptb_collect.unpack(folder, target)
             unpacked[folder] = (target, results.get("runs"))
+            unpacked_status[folder] = results.get("status")
             print(
                 f"{folder}: packed study (status {results.get('status')}), "
                 f"unpacked into {target}",
@@ -805,6 +812,7 @@ def main(argv=None):
             if result is not None and folder in unpacked:
                 result["runs"] = folder
                 result["device_runs"] = shown
+                result["status"] = unpacked_status[folder]
             if result is not None:
                 key = f"{config}, {label or folder}" if label or index else config
                 study["configs"][key] = result
@@ -814,7 +822,10 @@ def main(argv=None):
     with open(args.json + ".tmp", "w", encoding="utf-8") as f:
         json.dump(study, f, indent=1)
     os.replace(args.json + ".tmp", args.json)
-    plot(study, args.plot)
+    if study["configs"]:
+        plot(study, args.plot)
+    else:
+        print(f"{PROG}: no finished dense run in the studies: no plot", flush=True)
     budget_lines = [
         "Budget control (`BudgetController`, LSTM-stack parameters after "
         "shrinking, against the target):",
