@@ -580,7 +580,7 @@ def _run(args, progress):
         if os.path.exists(target) and os.path.samefile(target, source):
             raise UsageError(f"output {target} would overwrite the input")
 
-    progress.total = 6 + args.streaming + 2 * (not args.no_benchmark)
+    progress.total = 8 + args.streaming + 2 * (not args.no_benchmark)
     staging = _Staging(output_dir, list(names.values()), args.force)
     try:
         report = _build(args, progress, source, names, staging, calibration)
@@ -612,7 +612,6 @@ def _build(args, progress, source, names, staging, calibration):
     gated = gated_layers(model)
     warning_messages = []
     if gated:
-        progress.total += 2
         with progress.step("Removing closed neurons"):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("ignore")
@@ -627,7 +626,7 @@ def _build(args, progress, source, names, staging, calibration):
         with progress.step("Building the dense model (every gate open)"):
             dense = _dense_equivalent(source)
     elif args.export_ungated:
-        progress.total -= not args.no_benchmark
+        progress.total -= 2 + (not args.no_benchmark)
         slim = dense = model
     else:
         raise UsageError(
@@ -855,7 +854,9 @@ def format_report(report, arrow="->"):
             change(_bytes(sizes["gated_keras"]), _bytes(sizes["slim_keras"])),
         ),
         (
-            f".tflite dense {arrow} slim",
+            f".tflite dense {arrow} slim"
+            if sizes["dense_tflite"] is not None
+            else ".tflite slim",
             (
                 change(
                     _bytes(sizes["dense_tflite"]), _bytes(sizes["slim_tflite"])

@@ -1,10 +1,8 @@
 """`to_tflite`: trace, convert, edit and check one file."""
 
 import keras
-import numpy as np
 
 from keras_l0.export import _tf_compat
-from keras_l0.export._common import DEFAULT_SEQUENCE_LENGTH
 from keras_l0.export._common import VARIABLE_LENGTH
 from keras_l0.export._common import ExportError
 from keras_l0.export._common import InputSpec
