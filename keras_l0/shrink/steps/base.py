@@ -93,6 +93,7 @@ class Step:
     def call(self, layer, unit=(), weights=None):
         """Calls `layer` with the node's arguments, on slim tensors (those in
         `unit`, or all if `unit is True`, rescaled to the original values)."""
+        unit = unit or ()
         tensors = {
             id(t): self.plan.slim(t, unit is True or id(t) in unit)
             for t in self.inputs
