@@ -18,6 +18,7 @@ from keras import tree
 
 from keras_l0 import _keras_compat as compat
 from keras_l0.shrink.errors import ShrinkError
+from keras_l0.shrink.fold import rebuild
 from keras_l0.shrink.steps import step_for
 from keras_l0.shrink.views import Channels
 from keras_l0.shrink.views import SlimLayer
@@ -289,8 +290,6 @@ class ShrinkPlan:
             return self.copies[id(layer)], None
         new, weights = layer, None
         if isinstance(layer, keras.layers.Layer) and layer.weights:
-            from keras_l0.shrink.fold import rebuild
-
             try:
                 new, weights = rebuild(layer), layer.get_weights()
             except ShrinkError:

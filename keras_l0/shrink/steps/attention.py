@@ -85,7 +85,7 @@ class MultiHeadAttentionStep(Step):
         args, kwargs = compat.node_call(node)
         if len(args) < 2 or any(isinstance(a, (list, tuple)) for a in args):
             return "shrink supports query and value passed by position"
-        if getattr(layer, "_use_gate", False) or layer.get_config().get("use_gate"):
+        if layer.get_config().get("use_gate"):
             return "shrink does not rebuild a gated MultiHeadAttention"
         return None
 
