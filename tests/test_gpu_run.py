@@ -157,8 +157,9 @@ def test_unpack_rebuilds_the_slim_model_from_float16(study, tmp_path):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     tokens = np.arange(10, dtype="int32").reshape(1, 10)
+    # float16 weights: about 2^-11 relative error on logits of a few units.
     np.testing.assert_allclose(
-        np.asarray(original(tokens)), np.asarray(rebuilt(tokens)), atol=1e-3
+        np.asarray(original(tokens)), np.asarray(rebuilt(tokens)), atol=5e-3
     )
     assert os.path.exists(tmp_path / "tiny-gated-0.5" / "state.json")
     assert _load(tmp_path / "source.json")["device_runs"] == str(study.runs)
