@@ -60,6 +60,7 @@ import numpy as np
 
 import keras_l0
 from keras_l0 import export
+from keras_l0 import manifest
 from keras_l0.gate_copy import FIXED_LOG_ALPHA
 from keras_l0.shrink import ShrinkError
 from keras_l0.shrink import gated_layers
@@ -70,6 +71,7 @@ from keras_l0_shrink import native_stderr_to_file
 
 PROG = "keras-l0-shrink"
 REPORT_NAME = "report.json"
+VOCABULARY_NAME = "vocabulary.txt"
 CHECK_BATCH_SIZE = 4
 # Largest accepted |gated - slim| (Keras), times max(1, largest output).
 GATED_TOLERANCE = 1e-4
@@ -94,6 +96,13 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _special_token(text):
+    role, sep, token = text.partition("=")
+    if not sep or not role or not token:
+        raise argparse.ArgumentTypeError(f"expected ROLE=TOKEN, got {text!r}")
+    return role, token
 
 
 def _sequence_length(text):
@@ -187,6 +196,21 @@ def build_parser():
         metavar="N",
         default=50,
         help="timed invocations per model in the benchmark (default: 50)",
+    )
+    parser.add_argument(
+        "--vocabulary",
+        metavar="FILE",
+        help="for a language model: its vocabulary, one token per line in "
+        "id order; copied beside the outputs as vocabulary.txt and named in "
+        "every manifest",
+    )
+    parser.add_argument(
+        "--special-token",
+        type=_special_token,
+        action="append",
+        metavar="ROLE=TOKEN",
+        help="with --vocabulary: a special token for the manifest, e.g. "
+        "end_of_sentence='<eos>' (repeatable)",
     )
     parser.add_argument(
         "--force", action="store_true", help="overwrite existing outputs"
@@ -509,15 +533,61 @@ class _Staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _output_names(stem, streaming):
+def _output_names(stem, streaming, vocabulary):
     names = {
         "keras": f"{stem}_slim.keras",
         "tflite": f"{stem}_slim.tflite",
+        "manifest": f"{stem}_slim.manifest.json",
         "report": REPORT_NAME,
     }
     if streaming:
         names["streaming_tflite"] = f"{stem}_slim_streaming.tflite"
+        names["streaming_manifest"] = f"{stem}_slim_streaming.manifest.json"
+    if vocabulary:
+        names["vocabulary"] = VOCABULARY_NAME
     return names
+
+
+def _write_manifests(args, names, staging, slim):
+    """`<name>.manifest.json` beside every `.tflite`, checked against it.
+
+    The padding token recorded is the mask token of a masked token input
+    (`Embedding(mask_zero=True)`): a fixed-length file pads with it, a
+    variable-length or streaming file must never be fed it."""
+    tokens = [
+        value
+        for value in export.padding_contract(slim).values()
+        if isinstance(value, (int, np.integer))
+    ]
+    pad = int(tokens[0]) if len(tokens) == 1 else None
+    vocabulary = None
+    if args.vocabulary:
+        vocabulary = staging.file(names["vocabulary"])
+        try:
+            shutil.copyfile(args.vocabulary, vocabulary)
+        except OSError as e:
+            raise UsageError(
+                f"cannot read --vocabulary {args.vocabulary}: {e.strerror}"
+            )
+    pairs = [("tflite", "manifest")]
+    if args.streaming:
+        pairs.append(("streaming_tflite", "streaming_manifest"))
+    for tflite, manifest_name in pairs:
+        path = staging.file(names[tflite])
+        try:
+            info = manifest.describe(
+                path,
+                quantization=args.quantization,
+                padding=pad,
+                vocabulary_file=vocabulary,
+                special_tokens=dict(args.special_token or ()),
+            )
+            manifest.write(staging.file(names[manifest_name]), info)
+            manifest.check(
+                manifest.read(staging.file(names[manifest_name])), path
+            )
+        except manifest.ManifestError as e:
+            raise UsageError(f"{args.model}: manifest: {e}")
 
 
 def _check_backend():
@@ -567,6 +637,10 @@ def _run(args, progress):
     source = os.path.abspath(args.model)
     _check_input(args.model)
     calibration = _calibration(args)
+    if args.vocabulary and not os.path.isfile(args.vocabulary):
+        raise UsageError(f"--vocabulary {args.vocabulary}: no such file")
+    if args.special_token and not args.vocabulary:
+        raise UsageError("--special-token needs --vocabulary")
     stem = os.path.basename(source)
     if stem.endswith(".keras"):
         stem = stem[: -len(".keras")]
@@ -574,13 +648,13 @@ def _run(args, progress):
         args.output_dir
         or os.path.join(os.path.dirname(source), f"{stem}_slim")
     )
-    names = _output_names(stem, args.streaming)
+    names = _output_names(stem, args.streaming, args.vocabulary)
     for name in names.values():
         target = os.path.join(output_dir, name)
         if os.path.exists(target) and os.path.samefile(target, source):
             raise UsageError(f"output {target} would overwrite the input")
 
-    progress.total = 8 + args.streaming + 2 * (not args.no_benchmark)
+    progress.total = 9 + args.streaming + 2 * (not args.no_benchmark)
     staging = _Staging(output_dir, list(names.values()), args.force)
     try:
         report = _build(args, progress, source, names, staging, calibration)
@@ -712,6 +786,8 @@ def _build(args, progress, source, names, staging, calibration):
                     streaming=True,
                     sequence_length=check_length,
                 )
+        with progress.step("Writing the manifests"):
+            _write_manifests(args, names, staging, slim)
         if not args.no_benchmark:
             with progress.step("Timing the dense and the slim TFLite"):
                 timings = export.benchmark(

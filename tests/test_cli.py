@@ -12,6 +12,7 @@ import pytest
 import keras_l0
 from keras_l0 import cli
 from keras_l0 import export
+from keras_l0 import manifest
 from keras_l0.shrink import gated_layers
 from keras_l0.summary import count_params_after_shrink
 
@@ -97,10 +98,16 @@ def test_end_to_end(trained, tmp_path, capsys):
         [
             "gated_slim.keras",
             "gated_slim.tflite",
+            "gated_slim.manifest.json",
             "gated_slim_streaming.tflite",
+            "gated_slim_streaming.manifest.json",
             "report.json",
         ]
     )
+    for name in ("gated_slim", "gated_slim_streaming"):
+        info = manifest.read(out / f"{name}.manifest.json")
+        manifest.check(info, str(out / f"{name}.tflite"))
+    assert info["sequence_mode"] == "streaming"
     assert _hidden_entries(tmp_path) == []
     gated = keras.models.load_model(trained, compile=False)
     with open(out / "report.json") as f:
@@ -428,3 +435,32 @@ def test_masked_model_contract_in_report(tmp_path, capsys):
     }
     assert report["max_abs_diff"]["keras_vs_tflite"] < 1e-4
     assert report["max_abs_diff"]["keras_vs_streaming_tflite"] < 1e-4
+
+
+def test_language_model_manifest_names_the_vocabulary(tmp_path, capsys):
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(VOCABULARY, 5)(tokens)
+    x = keras_l0.GatedLSTM(6, return_sequences=True, name="lstm")(x)
+    model = keras.Model(tokens, keras.layers.Dense(VOCABULARY)(x))
+    _close(model.get_layer("lstm").cell.hidden_log_alpha, [1, 4])
+    path = tmp_path / "lm.keras"
+    model.save(path)
+    words = [f"w{i}" for i in range(VOCABULARY - 1)] + ["<eos>"]
+    vocabulary = tmp_path / "words.txt"
+    vocabulary.write_text("\n".join(words) + "\n")
+    out = tmp_path / "out"
+    argv = [str(path), "-o", str(out), "--streaming", "--no-benchmark"]
+    message = _fail(capsys, argv + ["--special-token", "end_of_sentence=<eos>"])
+    assert "--special-token needs --vocabulary" in message
+    assert not out.exists()
+    argv += ["--vocabulary", str(vocabulary)]
+    assert cli.main(argv + ["--special-token", "end_of_sentence=<eos>"]) == 0
+    assert (out / "vocabulary.txt").read_text() == vocabulary.read_text()
+    info = manifest.read(out / "lm_slim_streaming.manifest.json")
+    manifest.check(info, str(out / "lm_slim_streaming.tflite"), base_dir=str(out))
+    assert info["language_model"]["vocabulary_file"] == "vocabulary.txt"
+    assert info["language_model"]["special_tokens"]["end_of_sentence"] == {
+        "token": "<eos>",
+        "id": VOCABULARY - 1,
+    }
+    assert [s["input"] for s in info["states"]] == ["lstm_c", "lstm_h"]

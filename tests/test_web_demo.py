@@ -2,7 +2,7 @@
 
 A small gated language model (tiny vocabulary, a few units closed) is saved
 as `.keras`, shrunk and exported by the package's CLI with `--streaming`,
-and given its manifest by `examples/web/write_manifest.py`. The page is
+with its manifest and vocabulary (`--vocabulary`). The page is
 served on 127.0.0.1 (`examples/web/serve.py`, in a thread) and driven in
 headless Chromium by `examples/web/drive.mjs` (playwright-core): it loads the
 file with LiteRT.js (wasm, from node_modules), runs 35 tokens from zero
@@ -134,15 +134,22 @@ def exported(tmp_path_factory):
     (folder / "vocabulary.txt").write_text("\n".join(VOCABULARY) + "\n")
     out = folder / "out"
     result = _shrink_cli(
-        str(folder / "gated.keras"), "-o", str(out), "--streaming", "--no-benchmark"
+        str(folder / "gated.keras"),
+        "-o",
+        str(out),
+        "--streaming",
+        "--no-benchmark",
+        "--vocabulary",
+        str(folder / "vocabulary.txt"),
+        "--special-token",
+        "end_of_sentence=<eos>",
+        "--special-token",
+        "unknown=<unk>",
     )
     assert result.returncode == 0, result.stderr
     tflite = out / "gated_slim_streaming.tflite"
     assert tflite.is_file(), sorted(os.listdir(out))
-    path = _load_web_module("write_manifest").write_manifest(
-        str(tflite), str(folder / "vocabulary.txt")
-    )
-    return out, path
+    return out, str(out / "gated_slim_streaming.manifest.json")
 
 
 def test_the_manifest_beside_the_streaming_file(exported):

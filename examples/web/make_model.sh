@@ -6,8 +6,7 @@
 #      open: the dense baseline) and vocabulary.txt;
 #   2. keras-l0-shrink gated.keras --streaming        -> model/slim/
 #      keras-l0-shrink dense.keras --streaming --export-ungated -> model/dense/
-#   3. writes <name>.manifest.json and vocabulary.txt beside each streaming
-#      .tflite (write_manifest.py, keras_l0.manifest).
+#      each with <name>.manifest.json and vocabulary.txt beside every .tflite.
 # Usage: bash examples/web/make_model.sh [OUT (default examples/web/model)] [make_model.py options...]
 # PTB folder: $KERAS_L0_PTB_DIR, else ../shared/data/ptb next to the repository.
 set -euo pipefail
@@ -23,8 +22,8 @@ data=()
 [ -n "${KERAS_L0_PTB_DIR:-}" ] && data=(--data-dir "$KERAS_L0_PTB_DIR")
 
 "$py" "$here/make_model.py" --out "$out/train" "${data[@]}" "$@"
-"$shrink" "$out/train/gated.keras" -o "$out/slim" --streaming --force
-"$shrink" "$out/train/dense.keras" -o "$out/dense" --streaming --export-ungated --force
-"$py" "$here/write_manifest.py" "$out/slim/gated_slim_streaming.tflite" --vocabulary "$out/train/vocabulary.txt"
-"$py" "$here/write_manifest.py" "$out/dense/dense_slim_streaming.tflite" --vocabulary "$out/train/vocabulary.txt"
+lm=(--streaming --force --vocabulary "$out/train/vocabulary.txt"
+    --special-token "end_of_sentence=<eos>" --special-token "unknown=<unk>")
+"$shrink" "$out/train/gated.keras" -o "$out/slim" "${lm[@]}"
+"$shrink" "$out/train/dense.keras" -o "$out/dense" --export-ungated "${lm[@]}"
 echo "model files in $out/slim and $out/dense; serve with: python $here/serve.py"
