@@ -1,12 +1,14 @@
 """Random graphs of the layer kinds shrink handles: never a wrong number,
 never a crash (every refusal is a ShrinkError naming a layer)."""
 
+import os
 import re
 import time
 import warnings
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import Phase
 from hypothesis import given
 from hypothesis import settings
@@ -20,7 +22,10 @@ from keras_l0.shrink import shrink
 from keras_l0.summary import count_params_after_shrink
 
 # JAX and torch compile every new model's time loop: fewer examples there.
-EXAMPLES = int(__import__("os").environ.get("SHRINK_EXAMPLES", 0)) or 500 if keras.backend.backend() == "tensorflow" else 40
+DEFAULT_EXAMPLES = 500 if keras.backend.backend() == "tensorflow" else 40
+EXAMPLES = int(os.environ.get("SHRINK_EXAMPLES", 0)) or DEFAULT_EXAMPLES
+# clear_session collects garbage (~0.4 s): only every so many graphs.
+CLEAR_EVERY = 50
 RNN = {
     "lstm": keras_l0.GatedLSTM,
     "gru": keras_l0.GatedGRU,
@@ -38,7 +43,9 @@ def source(spec, inputs):
     if kind == "embedding":
         return layers.Embedding(12, 5, mask_zero=spec["mask"])(inputs)
     if kind == "conv":
-        x = layers.Conv1D(5, 2, padding=spec["padding"], activation="relu")(inputs)
+        x = layers.Conv1D(
+            5, 2, padding=spec["padding"], activation="relu"
+        )(inputs)
         return layers.MaxPooling1D(2, padding="same")(x)
     if kind.startswith("dense:"):
         activation = kind[6:]
@@ -145,10 +152,19 @@ GRAPHS = st.fixed_dictionaries(
 
 
 def outputs(model, x, **kwargs):
-    return [np.asarray(keras.ops.convert_to_numpy(y)) for y in keras.tree.flatten(model(x, **kwargs))]
+    return [
+        np.asarray(keras.ops.convert_to_numpy(y))
+        for y in keras.tree.flatten(model(x, **kwargs))
+    ]
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, phases=[Phase.generate])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.generate],
+)
 @given(GRAPHS)
 def test_random_graphs_exact_or_refused_by_name(spec):
     start = time.perf_counter()
@@ -165,7 +181,10 @@ def test_random_graphs_exact_or_refused_by_name(spec):
     names = {layer.name for layer in model.layers}
     for layer in model.layers:
         if isinstance(layer, layers.Bidirectional):
-            names |= {f"{layer.name}/{d.name}" for d in (layer.forward_layer, layer.backward_layer)}
+            names |= {
+                f"{layer.name}/{d.name}"
+                for d in (layer.forward_layer, layer.backward_layer)
+            }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         try:
@@ -182,13 +201,12 @@ def test_random_graphs_exact_or_refused_by_name(spec):
         np.testing.assert_allclose(g, e, atol=1e-5, rtol=0)
     assert slim.count_params() == planned
     RUNS["seconds"] += time.perf_counter() - start
-    keras.backend.clear_session()
+    if RUNS["examples"] % CLEAR_EVERY == 0:
+        keras.backend.clear_session()
 
 
 def test_enough_random_graphs_ran():
     if RUNS["examples"] == 0:
-        import pytest
-
         pytest.skip("run together with test_random_graphs_exact_or_refused_by_name")
     print(
         f"\n{RUNS['examples']} random graphs, {RUNS['refused']} refused "
