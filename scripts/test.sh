@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Sets up .venv (first run only) and runs the test suite: everything on the
-# TensorFlow backend, the backend-independent layer, shrink and callback tests
-# again on JAX (and on torch where its CPU wheel is available).
+# Sets up .venv (first run only) and the browser tooling of the web demo
+# test, then runs the test suite: everything on the TensorFlow backend, the
+# backend-independent layer, gate-training, shrink and callback tests again
+# on JAX and on torch (where its CPU wheel is available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${KERAS_L0_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check -e ".[export,jax,test,plot]"
+bash scripts/setup_browser.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
-multi_backend=(tests/test_layers.py tests/test_shrink.py tests/test_gate_copy.py tests/test_callbacks.py)
+multi_backend=(
+  tests/test_layers.py
+  tests/test_callbacks.py
+  tests/test_gate_training.py
+  tests/test_gate_copy.py
+  tests/test_shrink.py
+  tests/test_shrink_catalogue.py
+  tests/test_shrink_properties.py
+  tests/test_keras_compat.py
+)
 for f in "${multi_backend[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 
 echo "== tests on the tensorflow backend"
