@@ -299,11 +299,13 @@ def test_budget_controller_counts_a_wrapped_model_on_its_functional_twin():
     wrapper = compile_frozen(Wrapper(functional))
     x, y = fixed_data()
     with pytest.warns(UserWarning, match="own gates only"):
-        alone = BudgetController(0.5, update_every=1)
+        alone = BudgetController(0.5, update_every=1, control="lambda")
         wrapper.fit(
             x, y, epochs=1, batch_size=16, verbose=0, callbacks=[alone]
         )
-    twin = BudgetController(0.5, update_every=1, model=functional)
+    twin = BudgetController(
+        0.5, update_every=1, model=functional, control="lambda"
+    )
     wrapper.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[twin])
     exact = model_size(functional, "params")[0]
     assert twin.size == exact
@@ -322,7 +324,7 @@ def test_budget_controller_counts_a_wrapped_model_on_its_functional_twin():
 def test_budget_controller_sets_lambda_and_logs():
     model, layer = open_gated_model(l0_penalty=1e-3)
     x, y = fixed_data(samples=64)
-    controller = BudgetController(0.5, update_every=2)
+    controller = BudgetController(0.5, update_every=2, control="lambda")
     history = model.fit(
         x, y, epochs=2, batch_size=8, verbose=0, callbacks=[controller]
     )
@@ -342,7 +344,9 @@ def test_budget_controller_rise_gain_sets_how_fast_lambda_rises():
     for rise_gain in (0.05, 0.25):
         model, _ = open_gated_model(l0_penalty=1e-3)
         x, y = fixed_data(samples=64)
-        controller = BudgetController(0.5, update_every=2, rise_gain=rise_gain)
+        controller = BudgetController(
+            0.5, update_every=2, rise_gain=rise_gain, control="lambda"
+        )
         model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[controller])
         scales[rise_gain] = controller.l0_scale
     assert BudgetController(0.5).rise_gain == 0.05
@@ -392,7 +396,7 @@ def test_budget_controller_lands_within_5_percent():
     )
     # The optimizer's own pace, as before the controller set one.
     controller = BudgetController(
-        0.5, metric="params", pace=None, start_epoch=0
+        0.5, metric="params", pace=None, start_epoch=0, control="lambda"
     )
     model.fit(
         x,

@@ -14,56 +14,146 @@ from keras_l0.datasets.synthetic import feature_selection_task
 
 OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(),
+    "adamw": lambda: keras.optimizers.AdamW(),
     "rmsprop": lambda: keras.optimizers.RMSprop(),
     "sgd_momentum": lambda: keras.optimizers.SGD(momentum=0.9),
+    "sgd_lr1": lambda: keras.optimizers.SGD(1.0),
 }
 
 
-def train(optimizer, pace="auto", steps=400, budget=0.25):
-    x, y, _, _, _ = feature_selection_task(num_train=300, num_test=1, seed=0)
+def task(num_train=256):
+    x, y, _, _, _ = feature_selection_task(
+        num_train=num_train, num_test=1, timesteps=8, num_features=16,
+        num_informative=2, seed=0,
+    )
+    return x, y
+
+
+def gated_model(front=None, units=32, mask=False):
     keras.utils.set_random_seed(0)
-    inputs = keras.Input(x.shape[1:])
-    hidden = keras_l0.GatedLSTM(32, seed=0)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
+    inputs = keras.Input((8, 16))
+    h = inputs
+    if mask:
+        h = keras.layers.Masking()(h)
+    if front is not None:
+        h = front(h)
+    h = keras_l0.GatedLSTM(units, seed=0)(h)
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def train(optimizer, steps=200, budget=0.25, model=None, x=None, y=None,
+          metric="params", **controller_kwargs):
+    if x is None:
+        x, y = task()
+    model = model or gated_model()
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    controller = BudgetController(budget, pace=pace)
+    controller = BudgetController(budget, metric=metric, **controller_kwargs)
     epochs = math.ceil(steps / math.ceil(len(x) / 16))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(x, y, batch_size=16, epochs=epochs, verbose=0,
-                  callbacks=[controller])
-    return model_size(model)[0] / controller.target_size, model, controller
+        history = model.fit(x, y, batch_size=16, epochs=epochs, verbose=0,
+                            callbacks=[controller])
+    reached = model_size(model, metric)[0] / controller.target_size
+    return reached, model, history
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_default_pace_prunes_towards_the_budget(name):
-    reached, model, _ = train(OPTIMIZERS[name]())
-    # Before the controller set the pace: Adam and RMSprop 4.0x (nothing
-    # closed), SGD with momentum 0.01x (everything closed).
-    assert 0.6 < reached < 1.5, reached
+def test_each_optimizer_lands_within_10_percent(name):
+    reached, model, history = train(OPTIMIZERS[name]())
+    # Before: Adam and RMSprop 4.0x (nothing closed), SGD with momentum
+    # 0.01x (everything closed); round 1 (pace only) 0.83x.
+    assert abs(reached - 1) <= 0.1, reached
+    # The held part of the schedule is on target at every epoch end: the
+    # controller's assignments persist into the train step (JAX re-reads
+    # the state a callback touched).
+    sizes = np.array(history.history["budget/size"][-3:])
+    target = 0.25 * model_size(model)[1]
+    assert np.all(np.abs(sizes / target - 1) <= 0.1), sizes / target
     # The variables hold log α again after `fit`.
-    for layer in model.layers:
-        if isinstance(layer, keras_l0.GatedLSTM):
-            assert float(keras.ops.convert_to_numpy(layer.cell.gate_scale)) == 1.0
+    cell = model.layers[1].cell
+    assert float(keras.ops.convert_to_numpy(cell.gate_scale)) == 1.0
+
+
+@pytest.mark.parametrize("budget", [0.5, 0.1])
+@pytest.mark.parametrize("metric", ["neurons", "flops"])
+def test_lands_on_other_budgets_and_metrics(budget, metric):
+    reached, _, _ = train(keras.optimizers.Adam(), budget=budget,
+                          metric=metric)
+    assert abs(reached - 1) <= 0.1, reached
+
+
+def test_the_pace_does_not_depend_on_the_data_set_size():
+    # Four times the data, the same number of steps: the same landing.
+    x, y = task(num_train=1024)
+    reached, _, _ = train(keras.optimizers.Adam(), x=x, y=y)
+    assert abs(reached - 1) <= 0.1, reached
+
+
+def test_masked_variable_length_inputs_land():
+    x, y = task()
+    lengths = np.random.default_rng(0).integers(3, 9, len(x))
+    for row, length in zip(x, lengths):
+        row[: 8 - length] = 0.0  # pre-padded
+    reached, _, _ = train(keras.optimizers.Adam(), x=x, y=y,
+                          model=gated_model(mask=True))
+    assert abs(reached - 1) <= 0.1, reached
+
+
+def test_conv1d_front_end_lands():
+    conv = keras.layers.Conv1D(12, 3, padding="same", activation="relu")
+    reached, _, _ = train(keras.optimizers.Adam(), model=gated_model(conv))
+    assert abs(reached - 1) <= 0.1, reached
+
+
+def test_steps_per_execution_lands():
+    x, y = task()
+    model = gated_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=4,
+    )
+    controller = BudgetController(0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=16, epochs=13, verbose=0,
+                  callbacks=[controller])
+    reached = model_size(model)[0] / controller.target_size
+    assert abs(reached - 1) <= 0.1, reached
 
 
 def test_optimizer_pace_alone_does_not_prune_under_adam():
-    reached, _, _ = train(keras.optimizers.Adam(), pace=None)
+    reached, _, _ = train(keras.optimizers.Adam(), control="lambda",
+                          pace=None)
     assert reached > 2.0, reached
 
 
-def test_warns_once_when_the_steps_cannot_reach_the_target():
-    x, y, _, _, _ = feature_selection_task(num_train=64, num_test=1, seed=0)
-    inputs = keras.Input(x.shape[1:])
-    model = keras.Model(
-        inputs, keras.layers.Dense(4)(keras_l0.GatedLSTM(16, seed=0)(inputs))
-    )
+def test_warns_once_when_the_schedule_ends_after_fit():
+    x, y = task(num_train=64)
+    model = gated_model(units=16)
+    model.compile(optimizer=keras.optimizers.Adam(),
+                  loss=keras.losses.SparseCategoricalCrossentropy(True))
+    with pytest.warns(UserWarning, match="cannot reach its target") as record:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+                  callbacks=[BudgetController(0.1, warmup_epochs=10)])
+    assert sum("cannot reach" in str(w.message) for w in record) == 1
+
+
+def test_warns_once_when_the_gates_cannot_move_fast_enough():
+    x, y = task(num_train=64)
+    model = gated_model(units=16)
     model.compile(optimizer=keras.optimizers.Adam(1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(True))
     with pytest.warns(UserWarning, match="cannot reach its target") as record:
         model.fit(x, y, batch_size=8, epochs=2, verbose=0,
-                  callbacks=[BudgetController(0.1, pace=None)])
+                  callbacks=[BudgetController(0.1, pace=None,
+                                              control="lambda")])
     assert sum("cannot reach" in str(w.message) for w in record) == 1
+
+
+def test_rejects_an_unknown_control():
+    with pytest.raises(ValueError, match="control"):
+        BudgetController(0.5, control="magic")

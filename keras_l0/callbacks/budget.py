@@ -1,6 +1,7 @@
 """`BudgetController`: λ and the gates' pace steered to land on a size."""
 
 import math
+import time
 import warnings
 
 import keras
@@ -10,6 +11,8 @@ from keras import ops
 from keras_l0.callbacks.sizing import KEEP_THRESHOLD
 from keras_l0.callbacks.sizing import _check_metric
 from keras_l0.callbacks.sizing import _Sizer
+from keras_l0.callbacks.shift import ShiftCounter
+from keras_l0.callbacks.shift import ShiftControl
 from keras_l0.callbacks.warmup import _check_int
 from keras_l0.callbacks.warmup import _steps_per_epoch
 from keras_l0.layers.gating import DEFAULT_L0_PENALTY
@@ -30,7 +33,10 @@ def _positive(name, value, allow_none=False):
     return float(value)
 
 
-class BudgetController(keras.callbacks.Callback):
+CONTROLS = ("shift", "lambda")
+
+
+class BudgetController(ShiftControl, keras.callbacks.Callback):
     """Adapts λ and the gates' pace so that the gated layers end at a budget.
 
     The budget is a size of the gated layers after `keras_l0.shrink`:
@@ -146,6 +152,13 @@ class BudgetController(keras.callbacks.Callback):
     max_pace = 0.2
     scale_bounds = (1e-3, 1e4)
     max_scale_step = 1.5
+    # Shift control: updates over the whole of `fit`, the share of it held
+    # at the target, and where closed and (while held) kept gates are put.
+    shift_updates = 100
+    time_share = 0.02
+    hold_fraction = 0.3
+    closed_log_alpha = -4.5
+    open_log_alpha = 4.0
 
     def __init__(
         self,
@@ -158,6 +171,7 @@ class BudgetController(keras.callbacks.Callback):
         rise_gain=None,
         pace="auto",
         model=None,
+        control="shift",
         verbose=0,
     ):
         super().__init__()
@@ -182,6 +196,12 @@ class BudgetController(keras.callbacks.Callback):
         self._rise_gain = _positive("rise_gain", rise_gain, allow_none=True)
         if pace != "auto":
             pace = _positive("pace", pace, allow_none=True)
+        if control not in CONTROLS:
+            raise ValueError(
+                f"`control` must be one of {CONTROLS}. Received: "
+                f"control={control!r}"
+            )
+        self.control = control
         self.metric = metric
         self.start_epoch = start_epoch
         self.update_every = update_every
@@ -192,19 +212,27 @@ class BudgetController(keras.callbacks.Callback):
 
     # -- set up -------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
+    def _on_train_begin(self, logs=None):
         self._sizer = _Sizer(self.model, self.metric, self.structure)
         self._steps = _steps_per_epoch(self)
         self._epochs = int(self.params.get("epochs") or 1)
+        shift = self.control == "shift"
         self._update_every = self.update_every or max(
-            1, round(self._steps / self.updates_per_epoch)
+            1,
+            round(self._steps * self._epochs / self.shift_updates)
+            if shift
+            else round(self._steps / self.updates_per_epoch),
         )
         self._start = self.start_epoch
         if self._start is None:
             self._start = self.start_fraction * self._epochs
         self._warmup = self.warmup_epochs or max(
-            1.0 / self._steps, (self._epochs - self._start) / 2
+            1.0 / self._steps,
+            (1 - self.hold_fraction) * self._epochs - self._start
+            if shift
+            else (self._epochs - self._start) / 2,
         )
+        self._margin = 0.0 if shift else self.margin
         self.dense_size = self._sizer.dense
         self.target_size = (
             self.target * self.dense_size if self.target <= 1 else self.target
@@ -219,6 +247,13 @@ class BudgetController(keras.callbacks.Callback):
             if hasattr(layer.cell, "gate_scale"):
                 layer.cell.set_gate_scale(1.0)
         self.size = self._sizer.kept()
+        self._counter = ShiftCounter(self._sizer) if shift else None
+        self.shift = 0.0
+        self._began, self._spent = time.perf_counter(), 0.0
+        if shift:
+            self._counted = self._counter.counted
+            self._after = None
+            self._seen = None
         self._reference = {
             name: layer.cell.initial_l0_penalty or DEFAULT_L0_PENALTY
             for name, layer in layers.items()
@@ -278,10 +313,23 @@ class BudgetController(keras.callbacks.Callback):
             stacklevel=3,
         )
 
-    def on_train_end(self, logs=None):
+    def _on_train_end(self, logs=None):
+        self.model  # Under JAX, reading it syncs the trained variables.
+        if self._counter is not None:
+            self._land()
         for layer in self._sizer.layers.values():
             if hasattr(layer.cell, "gate_scale"):
                 layer.cell.set_gate_scale(1.0)
+        self.size = self._sizer.kept()
+        if self._counter is not None and not self._warned:
+            reached = self.size / self.target_size
+            if abs(reached - 1) > 0.1:
+                self._warn(
+                    f"it ends at {self.size:,.0f} {self.metric}, "
+                    f"{reached:.2f} x the target {self.target_size:,.0f}: "
+                    "no set of whole neurons is nearer (ties between gates, "
+                    "or a target smaller than one neuron)."
+                )
 
     # -- schedule -----------------------------------------------------------
 
@@ -289,7 +337,7 @@ class BudgetController(keras.callbacks.Callback):
         """The size the schedule asks for at (fractional) `epoch`."""
         remaining = 1.0 - (epoch - self._start) / self._warmup
         remaining = min(1.0, max(0.0, remaining))
-        aim = self.target_size * (1.0 + self.margin)
+        aim = self.target_size * (1.0 + self._margin)
         return aim + (self.dense_size - aim) * remaining**3
 
     def _set_scale(self, log_scale):
@@ -411,9 +459,22 @@ class BudgetController(keras.callbacks.Callback):
         # With `steps_per_execution` > 1, Keras reports every few batches.
         if batch + 1 < self._next_update:
             return
+        step = self._epoch * self._steps + batch + 1
+        if self._counter is not None:
+            # Within its share of the fit time, whatever a step costs:
+            # an update that would exceed it waits for a later batch.
+            now = time.perf_counter()
+            if self._spent > self.time_share * (now - self._began):
+                return
+            self._next_update = batch + 1 + self._update_every
+            self.model  # Under JAX, reading it syncs the trained variables.
+            steps = 0 if self._last_step is None else step - self._last_step
+            self._last_step = step
+            self._shift_update(step / self._steps, steps)
+            self._spent += time.perf_counter() - now
+            return
         self._next_update = batch + 1 + self._update_every
         self.model  # Under JAX, reading it syncs the trained variables.
-        step = self._epoch * self._steps + batch + 1
         steps = 0 if self._last_step is None else step - self._last_step
         self._last_step = step
         epoch = step / self._steps
@@ -445,7 +506,7 @@ class BudgetController(keras.callbacks.Callback):
         if self._velocity is not None and epoch >= self._start:
             self._check_reachable(log_alphas, epoch)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _on_epoch_end(self, epoch, logs=None):
         self.model  # Under JAX, reading it syncs the trained variables.
         self.size = self._sizer.kept()
         scheduled = self.scheduled_size(epoch + 1)
@@ -465,3 +526,20 @@ class BudgetController(keras.callbacks.Callback):
                 f"{self.target_size:,.0f}), λ x {self.l0_scale:.3g}, "
                 f"gate scale {np.mean(scales):.3g}"
             )
+
+    # -- timed hooks ----------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        began = time.perf_counter()
+        self._on_train_begin(logs)
+        self.seconds = time.perf_counter() - began
+
+    def on_epoch_end(self, epoch, logs=None):
+        began = time.perf_counter()
+        self._on_epoch_end(epoch, logs)
+        self.seconds += time.perf_counter() - began
+
+    def on_train_end(self, logs=None):
+        began = time.perf_counter()
+        self._on_train_end(logs)
+        self.seconds += time.perf_counter() - began + self._spent

@@ -61,9 +61,10 @@ class GatedGRU(GatedRNNMixin, GRU):
             non-zero weights of the kernel, recurrent kernel and bias, every
             gate block counted, products of two hidden gates in the recurrent
             kernel. `"neurons"`: the expected number of surviving neurons.
-        initial_keep_probability: P(gate != 0) at initialisation.
-            Default 0.9: the network starts close to dense, with some gate
-            noise, and λ decides what closes.
+        initial_keep_probability: P(gate != 0) at initialisation
+            (default 0.99: log α 3.0, inference gate exactly 1, few
+            training samples below 1): the network starts as the plain
+            layer would, and λ or a `BudgetController` decides what closes.
         activation, recurrent_activation, use_bias, kernel_initializer,
         recurrent_initializer, bias_initializer,
         kernel_regularizer, recurrent_regularizer, bias_regularizer,

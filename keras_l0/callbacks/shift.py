@@ -1,0 +1,323 @@
+"""Exact size counting from log α and the common shift of `BudgetController`.
+
+`ShiftCounter` counts, with numpy only, the size that `keras_l0.shrink` keeps
+for any values of the gate parameters: it learns once, at the start of
+`fit`, how each gated layer's kept inputs follow from its own input gates
+and from the hidden gates of the gated layers that feed it (a few
+`keras_l0.summary` calls), and then counts in microseconds. `best_shift`
+finds the one shift `c` of every log α after which that count is nearest
+to a scheduled size.
+"""
+
+import math
+
+import numpy as np
+from keras import ops
+
+from keras_l0.callbacks.sizing import _KEPT_COLUMNS
+from keras_l0.callbacks.sizing import KEEP_THRESHOLD
+from keras_l0.callbacks.sizing import layer_size
+
+
+class ShiftCounter:
+    """Counts the kept size of a `_Sizer`'s layers from flat log α arrays.
+
+    Args:
+        sizer: a `keras_l0.callbacks.sizing._Sizer`.
+
+    Attributes:
+        exact: whether the count was checked equal to `sizer.kept()` at
+            construction (otherwise each layer counts its own gates).
+    """
+
+    def __init__(self, sizer):
+        self.sizer = sizer
+        self.layers = list(sizer.layers.values())
+        self.slices = []  # per layer: (input slice or None, hidden slice)
+        start = 0
+        for layer in self.layers:
+            pair = []
+            for gated, size in (
+                (layer.cell.input_gates, layer.cell.input_dim),
+                (layer.cell.hidden_gates, layer.cell.units),
+            ):
+                if gated:
+                    pair.append(slice(start, start + size))
+                    start += size
+                else:
+                    pair.append(None)
+            self.slices.append(tuple(pair))
+        self.size = start
+        # Per layer: does it count its own input gates, and which upstream
+        # layers' hidden gates (in order) give its inputs.
+        self.own = [layer.cell.input_gates for layer in self.layers]
+        self.upstream = [[] for _ in self.layers]
+        self.exact = False
+        self.read_scales()
+        if sizer.structure is not None:
+            self._learn()
+
+    # -- flat arrays ----------------------------------------------------------
+
+    def read_scales(self):
+        """Reads every layer's `gate_scale` (log α = gate_scale θ)."""
+        self.scales = [
+            float(ops.convert_to_numpy(layer.cell.gate_scale))
+            for layer in self.layers
+        ]
+        return self.scales
+
+    def read(self):
+        """The current log α of every gate, one flat float64 array (with
+        the scales last read or written)."""
+        parts = []
+        for layer, scale in zip(self.layers, self.scales):
+            cell = layer.cell
+            for variable in (cell.input_log_alpha, cell.hidden_log_alpha):
+                if variable is not None:
+                    theta = ops.convert_to_numpy(variable).astype("float64")
+                    parts.append(theta * scale)
+        return np.concatenate(parts)
+
+    def write(self, flat, scales=None):
+        """Assigns log α from a flat array, and the scales if given (the
+        variables get `log α / scale`)."""
+        if scales is None:
+            scales = self.scales
+        for i, (layer, (s_in, s_h)) in enumerate(
+            zip(self.layers, self.slices)
+        ):
+            cell = layer.cell
+            if scales[i] != self.scales[i]:
+                cell.gate_scale.assign(scales[i])
+            for variable, part in (
+                (cell.input_log_alpha, s_in),
+                (cell.hidden_log_alpha, s_h),
+            ):
+                if part is not None:
+                    variable.assign((flat[part] / scales[i]).astype("float32"))
+        self.scales = list(scales)
+
+    # -- counting -------------------------------------------------------------
+
+    def count(self, flat):
+        """Kept size if the gates had the log α `flat`."""
+        return self.count_open(flat > KEEP_THRESHOLD)
+
+    def count_open(self, open_):
+        hidden = []
+        total = 0.0
+        for i, (layer, (s_in, s_h)) in enumerate(
+            zip(self.layers, self.slices)
+        ):
+            cell = layer.cell
+            units_open = None if s_h is None else open_[s_h]
+            hidden.append(units_open)
+            units = cell.units if s_h is None else int(units_open.sum())
+            if self.upstream[i]:
+                rows = np.concatenate(
+                    [
+                        np.ones(self.layers[j].cell.units, bool)
+                        if hidden[j] is None
+                        else hidden[j]
+                        for j in self.upstream[i]
+                    ]
+                )
+                if self.own[i]:
+                    rows = rows & open_[s_in]
+                inputs = int(rows.sum())
+            elif self.own[i] and s_in is not None:
+                inputs = int(open_[s_in].sum())
+            else:
+                inputs = cell.input_dim
+            total += layer_size(layer, inputs, units, self.sizer.metric)
+        return total
+
+    # -- learning the structure ------------------------------------------------
+
+    def _rows(self, flat):
+        saved = self.read()
+        self.write(flat)
+        try:
+            self.sizer._kept_key = None
+            rows = {row["name"]: row for row in self.sizer._rows()}
+        finally:
+            self.write(saved)
+            self.sizer._kept_key = None
+        column = _KEPT_COLUMNS[self.sizer.metric]
+        return [rows[name][column] for name in self.sizer.layers]
+
+    def _learn(self):
+        """Probes `keras_l0.summary` with single gates closed."""
+        flat = self.read()
+        try:
+            base = self._rows(flat)
+            for i, (s_in, s_h) in enumerate(self.slices):
+                if s_in is not None:
+                    probe = flat.copy()
+                    idx = s_in.start + int(np.argmax(flat[s_in]))
+                    probe[idx] = -30.0
+                    self.own[i] = self._rows(probe)[i] < base[i]
+                if s_h is not None:
+                    probe = flat.copy()
+                    idx = s_h.start + int(np.argmax(flat[s_h]))
+                    probe[idx] = -30.0
+                    after = self._rows(probe)
+                    for j in range(i + 1, len(self.layers)):
+                        if after[j] < base[j]:
+                            self.upstream[j].append(i)
+            for j, sources in enumerate(self.upstream):
+                width = sum(self.layers[i].cell.units for i in sources)
+                if sources and width != self.layers[j].cell.input_dim:
+                    self.upstream[j] = []
+            self.exact = self.count(flat) == self.sizer.kept()
+        except Exception:  # Any planning failure: count own gates only.
+            self.own = [layer.cell.input_gates for layer in self.layers]
+            self.upstream = [[] for _ in self.layers]
+            self.exact = False
+
+    @property
+    def counted(self):
+        """Boolean mask of the gates whose state changes the size (input
+        gates that `shrink` cannot use, e.g. on the model's raw input,
+        do not)."""
+        mask = np.ones(self.size, bool)
+        for own, (s_in, _) in zip(self.own, self.slices):
+            if s_in is not None and not own:
+                mask[s_in] = False
+        return mask
+
+
+def best_shift(flat, count, target, margin=0.05):
+    """The shift `c` of every log α after which the kept size is nearest
+    to `target` (in ratio); among those, the one nearest to 0.
+
+    Args:
+        flat: float64 array of log α.
+        count: function of a boolean open mask, returning the size.
+        target: the size aimed at.
+        margin: float >= 0, how far inside the gap between the last kept
+            and the first closed gate the threshold is put, where the gap
+            allows.
+
+    Returns:
+        `(c, size)`: the shift and the size it gives.
+    """
+    levels = np.unique(flat)[::-1]  # distinct values, descending
+    # Opening the top m levels (m = 0 .. len) gives a monotone size.
+    def size(m):
+        if m == 0:
+            return count(np.zeros(flat.shape, bool))
+        return count(flat >= levels[m - 1])
+
+    lo, hi = 0, len(levels)
+    while lo < hi:  # smallest m with size(m) >= target
+        mid = (lo + hi) // 2
+        if size(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    m = lo
+    if m > 0:
+        above, below = size(m), size(m - 1)
+        if above > target and (
+            below > 0
+            and math.log(above / target) > math.log(target / below)
+        ):
+            m -= 1
+    m = min(m, len(levels))
+    # Open: the top m levels: levels[m-1] + c > T >= levels[m] + c.
+    upper = math.inf if m == 0 else KEEP_THRESHOLD - levels[m - 1]
+    lower = -math.inf if m == len(levels) else KEEP_THRESHOLD - levels[m]
+    # c in (upper, lower]: strictly above `upper`, at most `lower`.
+    gap = lower - upper
+    inset = min(margin, gap / 4) if math.isfinite(gap) else margin
+    low, high = upper + inset, lower - inset
+    if m == 0:
+        low, high = -math.inf, lower - margin
+    if m == len(levels):
+        low, high = upper + margin, math.inf
+    c = min(max(0.0, low), high)
+    return c, size(m)
+
+
+class ShiftControl:
+    """The shift control of `BudgetController` (mixed in): one common shift
+    of every counted log α per update puts the kept size on the schedule;
+    the optimizer's updates, the data gradient and λ set the ranking."""
+
+
+    def _position(self, scheduled, held, flat, scales=None):
+        """Shifts every counted log α by one common `c` so that the kept
+        size is the one nearest to `scheduled`; closed gates are pushed to
+        `closed_log_alpha`, and once `held`, kept ones to at least
+        `open_log_alpha`. Writes the gates (and `scales`, if given) and
+        returns the size (exact where the counter is) and the new log α."""
+        counter = self._counter
+        counted = self._counted
+        full = np.ones(flat.shape, bool)
+
+        def count(open_):
+            full[counted] = open_
+            return counter.count_open(full)
+
+        c, size = best_shift(flat[counted], count, scheduled)
+        new = flat.copy()
+        new[counted] += c
+        closed = counted & (new <= KEEP_THRESHOLD)
+        new[closed] = np.minimum(new[closed], self.closed_log_alpha)
+        if held:
+            kept = counted & ~closed
+            new[kept] = np.maximum(new[kept], self.open_log_alpha)
+        if scales != counter.scales or np.any(np.abs(new - flat) > 1e-6):
+            counter.write(new, scales)
+        self.shift += c
+        return size, new
+
+    def _land(self):
+        """At the end of `fit`: the size nearest to the target, checked
+        with `keras_l0.summary` where the counter could not be."""
+        aim = self.target_size
+        self._counter.read_scales()
+        for _ in range(4):
+            self._position(aim, True, self._counter.read())
+            kept = self._sizer.kept()
+            if self._counter.exact or abs(kept / self.target_size - 1) < 0.02:
+                return
+            aim *= self.target_size / max(kept, 1.0)
+
+    def _shift_pace(self, flat, steps):
+        """The gate scales k (log α = k θ) with which the gates that the
+        optimizer moves fastest travel `gate_pace` log α per step."""
+        scales = self._counter.scales
+        if self.gate_pace is None or self._after is None or steps <= 0:
+            return scales
+        moved = np.abs(flat - self._after)[self._counted] / steps
+        observed = float(np.quantile(moved, 0.9)) if moved.size else 0.0
+        if self._seen is None:
+            self._seen = observed
+        else:
+            self._seen = (
+                self.velocity_smoothing * self._seen
+                + (1 - self.velocity_smoothing) * observed
+            )
+        ratio = math.sqrt(self.gate_pace / max(self._seen, 1e-12))
+        ratio = min(self.max_scale_step, max(1 / self.max_scale_step, ratio))
+        if abs(ratio - 1) <= 0.05:
+            return scales
+        low, high = self.scale_bounds
+        self._seen *= ratio
+        return [min(high, max(low, k * ratio)) for k in scales]
+
+    def _shift_update(self, epoch, steps):
+        flat = self._counter.read()
+        scales = self._shift_pace(flat, steps)
+        if epoch < self._start:  # Only the pace, before the schedule.
+            if scales != self._counter.scales:
+                self._counter.write(flat, scales)
+            self._after = flat
+            return
+        held = epoch >= self._start + self._warmup
+        self.size, self._after = self._position(
+            self.scheduled_size(epoch), held, flat, scales
+        )
