@@ -108,6 +108,10 @@ def test_conv1d_front_end_lands():
     assert abs(reached - 1) <= 0.1, reached
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="Keras's torch trainer requires steps_per_execution=1",
+)
 def test_steps_per_execution_lands():
     x, y = task()
     model = gated_model()

@@ -110,6 +110,14 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             values are read from the model being trained. Without it, such
             a model is counted layer by layer with its own gates, with a
             `UserWarning`.
+        control: `"shift"` (default): every update shifts all counted
+            log α by one common amount so that the size counted as
+            `shrink` cuts it is the one nearest to the schedule (the
+            optimizer, the data and λ only rank the neurons; closed gates
+            are pushed to log α -4.5, kept ones to >= 4 once the schedule
+            holds, the last 30% of `fit`); it lands on the target whatever
+            the optimizer and its learning rate. `"lambda"`: the round-1
+            feedback on λ and the pace (for runs tuned with it, e.g. PTB).
         verbose: 0 (default) for silence, 1 to print one line per epoch.
 
     Attributes:
@@ -119,6 +127,8 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         l0_scale: the current factor on every layer's `l0_penalty`
             argument.
         gate_pace: the pace (log α per step) aimed at, or `None`.
+        seconds: time spent inside the controller's hooks in the last
+            `fit` (shift updates take at most 2% of the fit time).
 
     At the end of every epoch, the logs get `"budget/size"`,
     `"budget/scheduled"`, `"budget/l0_scale"` and `"budget/gate_scale"`
