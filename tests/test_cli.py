@@ -213,12 +213,13 @@ def test_subprocess_force_quantized(trained, tmp_path):
         line for line in result.stderr.splitlines() if line.startswith("[")
     ]
     # --no-benchmark: the dense model is not converted.
-    assert progress[0] == "[1/8] Loading gated.keras ..."
-    assert progress[-1].startswith(f"[8/8] Moving the outputs into {out}: ")
+    assert progress[0] == "[1/9] Loading gated.keras ..."
+    assert progress[-1].startswith(f"[9/9] Moving the outputs into {out}: ")
     assert "Traceback" not in result.stderr
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(os.listdir(out)) == [
         "gated_slim.keras",
+        "gated_slim.manifest.json",
         "gated_slim.tflite",
         "notes.txt",
         "report.json",
@@ -226,6 +227,8 @@ def test_subprocess_force_quantized(trained, tmp_path):
     with open(out / "report.json") as f:
         report = json.load(f)
     assert report["options"]["quantization"] == "dynamic"
+    info = manifest.read(out / "gated_slim.manifest.json")
+    assert info["quantization"] == "dynamic"
     assert report["options"]["sequence_length"] == 6
     assert report["latency_ms"] is None
     assert report["file_bytes"]["dense_tflite"] is None
