@@ -1,10 +1,16 @@
-"""Input and neuron selection on the synthetic task, against a plain LSTM."""
+"""Input and neuron selection on the synthetic task, against a plain LSTM.
+
+Two ways to train the gates: the default one (`BudgetController` and the
+layer's defaults) and a fixed penalty from gates that start at keep
+probability 0.9.
+"""
 
 import keras
 import numpy as np
 import pytest
 
 import keras_l0
+from keras_l0.callbacks import BudgetController
 from keras_l0.callbacks import kept_neurons
 from keras_l0.datasets.synthetic import feature_selection_task
 
@@ -14,9 +20,10 @@ EPOCHS = 20
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-2
 L0_PENALTY = 1e-4
+BUDGET = 0.15
 
 
-def train(recurrent_layer, data):
+def train(recurrent_layer, data, callbacks=()):
     x, y, x_test, y_test, _ = data
     keras.utils.set_random_seed(SEED)
     inputs = keras.Input(x.shape[1:])
@@ -27,7 +34,14 @@ def train(recurrent_layer, data):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(x, y, batch_size=BATCH_SIZE, epochs=EPOCHS, verbose=0)
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH_SIZE,
+        epochs=EPOCHS,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
     return model, model.evaluate(x_test, y_test, verbose=0)[1]
 
 
@@ -36,11 +50,18 @@ def data():
     return feature_selection_task(seed=SEED)
 
 
-@pytest.fixture(scope="module")
-def gated(data):
-    return train(
-        keras_l0.GatedLSTM(UNITS, l0_penalty=L0_PENALTY, seed=SEED), data
+@pytest.fixture(scope="module", params=["budget", "fixed_penalty"])
+def gated(request, data):
+    if request.param == "budget":
+        layer = keras_l0.GatedLSTM(UNITS, seed=SEED)
+        return train(layer, data, [BudgetController(BUDGET)])
+    layer = keras_l0.GatedLSTM(
+        UNITS,
+        l0_penalty=L0_PENALTY,
+        initial_keep_probability=0.9,
+        seed=SEED,
     )
+    return train(layer, data)
 
 
 @pytest.fixture(scope="module")

@@ -414,6 +414,7 @@ def test_new_usage_errors(tmp_path, capsys):
         (gated + ["--budget-start", "1"], "need --budget"),
         (gated + ["--budget-horizon", "0"], "need --budget"),
         (gated + ["--budget-rise-gain", "0.2"], "need --budget"),
+        (gated + ["--budget-control", "lambda"], "need --budget"),
         (gated + ["--budget", "0.3", "--budget-rise-gain", "0"], "must be > 0"),
         (gated + ["--budget", "0.5", "--budget-epochs", "0"], "must be >= 1"),
         (gated + ["--budget", "0.5", "--budget-start", "-1"], "must be >= 0"),
@@ -570,6 +571,11 @@ def test_budget_schedule_flags_reach_the_controller():
         _args(gated + ["--budget-rise-gain", "0.25"]), None
     )
     assert controller.rise_gain == 0.25
+    assert controller.control == "shift"
+    (controller,) = ptb_language_model.l0_callbacks(
+        _args(gated + ["--budget-control", "lambda"]), None
+    )
+    assert controller.control == "lambda"
 
 
 @requires_data

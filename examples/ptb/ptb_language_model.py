@@ -209,6 +209,13 @@ def build_parser():
         "gates on a --dense-model)",
     )
     parser.add_argument(
+        "--budget-control",
+        choices=("shift", "lambda"),
+        help="gated: how the --budget controller follows its schedule "
+        "(BudgetController control=: 'shift' moves every log α by one common "
+        "amount, the default; 'lambda' only adapts λ)",
+    )
+    parser.add_argument(
         "--penalty-form", choices=("weights", "neurons"), default="weights"
     )
     parser.add_argument(
@@ -350,10 +357,11 @@ def check_args(args):
         or args.budget_start
         or args.budget_horizon is not None
         or args.budget_rise_gain is not None
+        or args.budget_control is not None
     ):
         raise UsageError(
-            "--budget-epochs, --budget-start, --budget-horizon and "
-            "--budget-rise-gain need --budget"
+            "--budget-epochs, --budget-start, --budget-horizon, "
+            "--budget-rise-gain and --budget-control need --budget"
         )
 
 
@@ -500,6 +508,8 @@ def l0_callbacks(args, plain):
             control["horizon"] = args.budget_horizon
         if args.budget_rise_gain is not None:
             control["rise_gain"] = args.budget_rise_gain
+        if args.budget_control is not None:
+            control["control"] = args.budget_control
         result.append(
             callbacks.BudgetController(
                 args.budget,

@@ -204,6 +204,8 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         if horizon is not None:
             _check_int("horizon", horizon, 0)
         self._rise_gain = _positive("rise_gain", rise_gain, allow_none=True)
+        if self._rise_gain is not None:
+            self.rise_gain = self._rise_gain
         if pace != "auto":
             pace = _positive("pace", pace, allow_none=True)
         if control not in CONTROLS:

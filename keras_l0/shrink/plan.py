@@ -284,16 +284,19 @@ class ShrinkPlan:
 
     def unchanged(self, layer):
         """`(layer to call, weights to copy or None)` for a layer that the
-        slim model uses as it is: the layer itself if it has no weights, else
-        a copy (the layer itself, with a warning, if Keras cannot copy it)."""
+        slim model uses as it is: a copy made from its config, so that the
+        slim model shares no layer with the original (the layer itself if
+        Keras cannot copy it, with a warning if it has weights)."""
         if id(layer) in self.copies:
             return self.copies[id(layer)], None
         new, weights = layer, None
-        if isinstance(layer, keras.layers.Layer) and layer.weights:
+        if isinstance(layer, keras.layers.Layer):
             try:
-                new, weights = rebuild(layer), layer.get_weights()
+                new = rebuild(layer)
+                weights = layer.get_weights() if layer.weights else None
             except ShrinkError:
-                new = layer
+                new, weights = layer, None
+            if new is layer and layer.weights:
                 self.note(
                     f"Layer '{layer.name}' ({type(layer).__name__}) cannot be "
                     "copied from its config: the slim model uses the same "
