@@ -1,13 +1,16 @@
 """keras-l0 end to end: select inputs and neurons, shrink, ship TFLite.
 
 A synthetic task hides 4 informative features among 40 (the rest is noise,
-`keras_l0.datasets.synthetic`). The demo trains a `keras_l0.GatedLSTM` and a
-plain `keras.layers.LSTM` of the same size the same way, and prints which
-input features and how many hidden units the gates kept, next to the truth,
-with both test accuracies. Then it cuts the closed neurons out
-(`keras_l0.shrink`), exports the plain LSTM ("dense") and the slim model to
-TFLite (`keras_l0.export`), checks each file against its Keras model and
-times both.
+`keras_l0.datasets.synthetic`). The demo trains a `keras_l0.GatedLSTM` under
+`keras_l0.callbacks.BudgetController` (keep 10% of its parameters) and a
+plain `keras.layers.LSTM` of the same size, both with Adam at its default
+learning rate, and prints which input features and how many hidden units
+the gates kept, next to the truth, with both test accuracies. The
+controller sizes the hidden units; the raw input's gates change no size
+(shrink keeps an input's width), and an L0 penalty of 1e-3 closes them.
+Then it cuts the closed neurons out (`keras_l0.shrink`), exports the plain
+LSTM ("dense") and the slim model to TFLite (`keras_l0.export`), checks
+each file against its Keras model and times both.
 
 Runs on CPU in under a minute (`--quick`: a few seconds, for smoke tests).
 
@@ -15,7 +18,7 @@ Usage:
 
 ```
 python examples/feature_selection_demo.py [--epochs 30] [--seed 0]
-    [--out DIR] [--quick]
+    [--budget 0.1] [--out DIR] [--quick]
 ```
 """
 
@@ -31,20 +34,33 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_l0  # noqa: E402
+from keras_l0.callbacks import BudgetController  # noqa: E402
 from keras_l0.callbacks import GateMonitor  # noqa: E402
 from keras_l0.callbacks import kept_neurons  # noqa: E402
 from keras_l0.datasets.synthetic import feature_selection_task  # noqa: E402
 
 UNITS = 64
 BATCH_SIZE = 64
-LEARNING_RATE = 1e-2
-L0_PENALTY = 1e-4
+BUDGET = 0.1
+# The controller sizes what shrink removes (hidden units here); the gates of
+# a raw model input change no size, and λ alone closes them.
+L0_PENALTY = 1e-3
 
 
 def positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value}")
     return value
 
 
@@ -55,6 +71,13 @@ def parse_args(argv):
     )
     parser.add_argument("--epochs", type=positive_int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budget",
+        type=fraction,
+        default=BUDGET,
+        help="fraction of the gated layer's parameters to keep "
+        f"(keras_l0.callbacks.BudgetController; default {BUDGET})",
+    )
     parser.add_argument(
         "--out", help="folder for the .tflite files (default: a temp dir)"
     )
@@ -77,7 +100,7 @@ def train(recurrent_layer, data, epochs, seed, callbacks=()):
     )
     model = keras.Model(inputs, logits)
     model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        optimizer=keras.optimizers.Adam(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -202,7 +225,7 @@ def main(argv=None):
         data,
         epochs,
         args.seed,
-        callbacks=[GateMonitor()],
+        callbacks=[BudgetController(args.budget), GateMonitor()],
     )
     dense, dense_accuracy, _ = train(
         keras.layers.LSTM(UNITS, seed=args.seed), data, epochs, args.seed
