@@ -26,7 +26,12 @@ setup(
         ],
         "jax": ["jax[cpu]>=0.4.34,<0.13"],
         "plot": ["matplotlib>=3.8,<4"],
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "scikit-learn>=1.4,<2"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            "hypothesis>=6.100,<7",
+            "scikit-learn>=1.4,<2",
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -11,6 +11,9 @@ py="$venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check -e ".[export,jax,test,plot]"
 bash scripts/setup_browser.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
+# Test files run in parallel, each whole on one worker (module fixtures
+# are built once); KERAS_L0_TEST_WORKERS=0 runs them in this process.
+workers=(-n "${KERAS_L0_TEST_WORKERS:-2}" --dist loadfile)
 multi_backend=(
   tests/test_layers.py
   tests/test_callbacks.py
@@ -24,14 +27,14 @@ multi_backend=(
 for f in "${multi_backend[@]}"; do [ -f "$f" ] || { echo "missing $f" >&2; exit 1; }; done
 
 echo "== tests on the tensorflow backend"
-KERAS_BACKEND=tensorflow "$py" -m pytest -q --durations=30 tests
+KERAS_BACKEND=tensorflow "$py" -m pytest -q "${workers[@]}" --durations=30 tests
 echo "== backend-independent tests on the jax backend"
-KERAS_BACKEND=jax "$py" -m pytest -q --durations=15 "${multi_backend[@]}"
+KERAS_BACKEND=jax "$py" -m pytest -q "${workers[@]}" --durations=15 "${multi_backend[@]}"
 # torch: only the CPU build of 2.13.0 that this platform ships (a looser
 # requirement would pull a multi-GB CUDA build); skipped, and said, if absent.
 if "$py" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>/dev/null; then
   echo "== backend-independent tests on the torch backend"
-  KERAS_BACKEND=torch "$py" -m pytest -q --durations=15 "${multi_backend[@]}"
+  KERAS_BACKEND=torch "$py" -m pytest -q "${workers[@]}" --durations=15 "${multi_backend[@]}"
 else
   echo "== torch 2.13.0 CPU wheel not installable here: torch backend not tested"
 fi
