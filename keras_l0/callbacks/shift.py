@@ -311,13 +311,16 @@ class ShiftControl:
 
     def _shift_update(self, epoch, steps):
         flat = self._counter.read()
-        scales = self._shift_pace(flat, steps)
+        held = epoch >= self._start + self._warmup
+        if held:  # The ranking is settled: no gate travels fast any more.
+            scales = [1.0] * len(self._counter.scales)
+        else:
+            scales = self._shift_pace(flat, steps)
         if epoch < self._start:  # Only the pace, before the schedule.
             if scales != self._counter.scales:
                 self._counter.write(flat, scales)
             self._after = flat
             return
-        held = epoch >= self._start + self._warmup
         self.size, self._after = self._position(
             self.scheduled_size(epoch), held, flat, scales
         )
