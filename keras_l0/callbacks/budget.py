@@ -69,8 +69,10 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     trainable variable; see `GatedCellMixin.set_gate_scale`) so that a gate
     can cross from open to closed in a third of the descent, whatever the
     optimizer, its learning rate or the data-set size. Weights keep the
-    user's optimizer and learning rate. At the end of `fit` every k is set
-    back to 1, so the variables hold log α again. It warns once (a
+    user's optimizer and learning rate. Under `control="shift"` every k is
+    1 again once the schedule holds (the last 30% of `fit`), so closed gates
+    stay closed between updates; under `"lambda"` at the end of `fit`. The
+    variables then hold log α again. It warns once (a
     `UserWarning`) when the steps left cannot close enough gates to reach
     the target.
 
