@@ -66,15 +66,14 @@ def test_each_optimizer_lands_within_10_percent(name):
     # Before: Adam and RMSprop 4.0x (nothing closed), SGD with momentum
     # 0.01x (everything closed); round 1 (pace only) 0.83x.
     assert abs(reached - 1) <= 0.1, reached
-    # The held part of the schedule is on target at the epoch ends: the
+    # The held part of the schedule is on target at every epoch end: the
     # controller's assignments persist into the train step (JAX re-reads
-    # the state a callback touched). The median of the last three: once,
-    # on JAX with RMSprop, the first held epoch end was 1.6x (units that
-    # reopened between two updates; not understood yet).
+    # the state a callback touched), and it updates at least 25 times per
+    # `fit` however cheap a step is (with only its 2% time share, 1.5 ms
+    # JAX steps starved it: the hold sat at 1.22x).
     sizes = np.array(history.history["budget/size"][-3:])
     target = 0.25 * model_size(model)[1]
-    assert abs(np.median(sizes) / target - 1) <= 0.1, sizes / target
-    assert abs(sizes[-1] / target - 1) <= 0.1, sizes / target
+    assert np.all(np.abs(sizes / target - 1) <= 0.1), sizes / target
     # The variables hold log α again after `fit`.
     cell = model.layers[1].cell
     assert float(keras.ops.convert_to_numpy(cell.gate_scale)) == 1.0
@@ -164,3 +163,22 @@ def test_warns_once_when_the_gates_cannot_move_fast_enough():
 def test_rejects_an_unknown_control():
     with pytest.raises(ValueError, match="control"):
         BudgetController(0.5, control="magic")
+
+
+def test_the_hold_is_kept_when_updates_are_costly():
+    # With no time share at all, the controller still updates 25 times per
+    # `fit`: enough for the descent and to keep the hold on target.
+    x, y = task()
+    model = gated_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    controller = BudgetController(0.25)
+    controller.time_share = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = model.fit(x, y, batch_size=16, epochs=13, verbose=0,
+                            callbacks=[controller])
+    sizes = np.array(history.history["budget/size"][-3:])
+    assert np.all(np.abs(sizes / controller.target_size - 1) <= 0.1), sizes

@@ -116,8 +116,9 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             log α by one common amount so that the size counted as
             `shrink` cuts it is the one nearest to the schedule (the
             optimizer, the data and λ only rank the neurons; closed gates
-            are pushed to log α -4.5, kept ones to >= 4 once the schedule
-            holds, the last 30% of `fit`); it lands on the target whatever
+            are pushed to log α -4.5 to -4.25, kept ones to >= 3.75 once
+            the schedule holds, the last 30% of `fit`, in their order); it
+            lands on the target whatever
             the optimizer and its learning rate. `"lambda"`: the round-1
             feedback on λ and the pace (for runs tuned with it, e.g. PTB).
         verbose: 0 (default) for silence, 1 to print one line per epoch.
@@ -130,7 +131,8 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             argument.
         gate_pace: the pace (log α per step) aimed at, or `None`.
         seconds: time spent inside the controller's hooks in the last
-            `fit` (shift updates take at most 2% of the fit time).
+            `fit` (shift updates take at most 2% of the fit time, beyond
+            one update per 4% of `fit`, which always runs).
 
     At the end of every epoch, the logs get `"budget/size"`,
     `"budget/scheduled"`, `"budget/l0_scale"` and `"budget/gate_scale"`
@@ -167,10 +169,12 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     # Shift control: updates over the whole of `fit`, the share of it held
     # at the target, and where closed and (while held) kept gates are put.
     shift_updates = 100
+    min_updates = 25
     time_share = 0.02
     hold_fraction = 0.3
     closed_log_alpha = -4.5
     open_log_alpha = 4.0
+    spread = 0.25
 
     def __init__(
         self,
@@ -236,6 +240,9 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             round(self._steps * self._epochs / self.shift_updates)
             if shift
             else round(self._steps / self.updates_per_epoch),
+        )
+        self._max_gap = max(
+            self._update_every, self._steps * self._epochs // self.min_updates
         )
         self._start = self.start_epoch
         if self._start is None:
@@ -475,10 +482,15 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             return
         step = self._epoch * self._steps + batch + 1
         if self._counter is not None:
-            # Within its share of the fit time, whatever a step costs:
-            # an update that would exceed it waits for a later batch.
+            # Within its share of the fit time, whatever a step costs: an
+            # update that would exceed it waits for a later batch, but
+            # never more than `min_updates` allow.
             now = time.perf_counter()
-            if self._spent > self.time_share * (now - self._began):
+            waited = step - (self._last_step or 0)
+            if (
+                self._spent > self.time_share * (now - self._began)
+                and waited < self._max_gap
+            ):
                 return
             self._next_update = batch + 1 + self._update_every
             self.model  # Under JAX, reading it syncs the trained variables.

@@ -241,6 +241,16 @@ def best_shift(flat, count, target, margin=0.05):
     return c, size(m)
 
 
+def _push(values, threshold, to, spread):
+    """Moves the `values` that lie between `threshold` and `to` to within
+    `spread` of `to`, on the threshold's side, in their order (so that a
+    later shift can still tell them apart); the others stay."""
+    between = (values - to) * (threshold - to) > 0
+    out = values.copy()
+    out[between] = to + spread * (values[between] - to) / abs(threshold - to)
+    return out
+
+
 class ShiftControl:
     """The shift control of `BudgetController` (mixed in): one common shift
     of every counted log α per update puts the kept size on the schedule;
@@ -250,8 +260,9 @@ class ShiftControl:
     def _position(self, scheduled, held, flat, scales=None):
         """Shifts every counted log α by one common `c` so that the kept
         size is the one nearest to `scheduled`; closed gates are pushed to
-        `closed_log_alpha`, and once `held`, kept ones to at least
-        `open_log_alpha`. Writes the gates (and `scales`, if given) and
+        within `spread` above `closed_log_alpha` (or below), and once
+        `held`, kept ones to within `spread` below `open_log_alpha` (or
+        above), in their order. Writes the gates (and `scales`, if given) and
         returns the size (exact where the counter is) and the new log α."""
         counter = self._counter
         counted = self._counted
@@ -265,10 +276,14 @@ class ShiftControl:
         new = flat.copy()
         new[counted] += c
         closed = counted & (new <= KEEP_THRESHOLD)
-        new[closed] = np.minimum(new[closed], self.closed_log_alpha)
+        new[closed] = _push(
+            new[closed], KEEP_THRESHOLD, self.closed_log_alpha, self.spread
+        )
         if held:
             kept = counted & ~closed
-            new[kept] = np.maximum(new[kept], self.open_log_alpha)
+            new[kept] = _push(
+                new[kept], KEEP_THRESHOLD, self.open_log_alpha, self.spread
+            )
         if scales != counter.scales or np.any(np.abs(new - flat) > 1e-6):
             counter.write(new, scales)
         self.shift += c
