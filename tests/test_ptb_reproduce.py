@@ -1,3 +1,6 @@
+"""`ptb_reproduce.py` (plans, dry runs, one tiny study on JAX) and
+`ptb_report.py` on that study."""
+
 import dataclasses
 import json
 import os
@@ -291,9 +294,12 @@ def _load(path):
         return json.load(f)
 
 
-@requires_data
-def test_tiny_study_runs_then_skips_finished_runs(tmp_path):
-    out = str(tmp_path / "study")
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """One tiny study on JAX, shared by the study and report tests."""
+    if _data_dir() is None:
+        pytest.skip("Penn Treebank folder not found")
+    out = str(tmp_path_factory.mktemp("ptb_study") / "study")
     command = [
         sys.executable, SCRIPT, "--configs", "tiny", "--jobs", "2",
         "--out", out, "--data-dir", _data_dir(), "--max-steps", "3",
@@ -303,6 +309,12 @@ def test_tiny_study_runs_then_skips_finished_runs(tmp_path):
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=400
     )
+    return command, env, out, result
+
+
+@requires_data
+def test_tiny_study_runs_then_skips_finished_runs(tiny_study):
+    command, env, out, result = tiny_study
     logs = {
         name: open(os.path.join(out, name), encoding="utf-8").read()[-1500:]
         for name in sorted(os.listdir(out))
@@ -497,3 +509,94 @@ def test_time_limit_stops_the_running_jobs_and_the_same_command_resumes(
     assert "quick started" not in printed and "slow done" in printed
     assert "incomplete" not in printed
     assert _load(out / "progress.json")["status"] == "complete"
+
+
+def _report(args, tmp_path):
+    env = dict(os.environ, KERAS_L0_PTB_DIR=_data_dir(), KERAS_BACKEND="tensorflow")
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@requires_data
+def test_report_on_a_tiny_study(tiny_study, tmp_path):
+    """`ptb_report.py` exports, times and writes its page, JSON and plot."""
+    pytest.importorskip("ai_edge_litert")
+    _, _, runs, study = tiny_study
+    assert study.returncode == 0, study.stdout[-2000:] + study.stderr[-2000:]
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\ntail\n")
+    report = _report(
+        [
+            os.path.join(EXAMPLE_DIR, "ptb_report.py"),
+            "--runs",
+            str(runs),
+            "--runs",
+            f"again={runs}",
+            "--configs",
+            "tiny",
+            "--runs-per-file",
+            "2",
+            "--json",
+            str(tmp_path / "ptb.json"),
+            "--plot",
+            str(tmp_path / "ptb.png"),
+            "--page",
+            str(page),
+            "--budget-runs",
+            str(tmp_path / "none"),
+            "--budget-runs",
+            str(runs),
+        ],
+        tmp_path,
+    )
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
+    configs = json.loads((tmp_path / "ptb.json").read_text())["configs"]
+    assert list(configs) == ["tiny", "tiny, again"]
+    assert configs["tiny, again"]["config"] == "tiny"
+    result = configs["tiny"]
+    dense = result["dense"]
+    assert dense["sizes"] == [16, 16, 16]
+    assert set(dense["latency_ms"]) == {"model", "stack", "model_step", "stack_step"}
+    assert all(ms > 0 for ms in dense["latency_ms"].values())
+    (row,) = result["budgets"]
+    gated, magnitude = row["gated"], row["magnitude"]
+    assert gated["sizes"] == magnitude["sizes"]
+    assert gated["lstm_params"] <= dense["lstm_params"]
+    assert max(gated["max_diff_keras_tflite"].values()) < 1e-4
+    assert "--model retrain" in row["gated_retrained"]["command"]
+    assert "--model magnitude" in magnitude["command"]
+    assert gated["from_dense"] is False
+    assert "--model gated" in gated["command"]
+    assert "input-gates" not in gated["command"]
+    text = page.read_text()
+    assert text.startswith("intro\n<!-- results:begin -->\n### tiny")
+    assert text.endswith("<!-- results:end -->\ntail\n")
+    assert "old" not in text
+    assert "\n### tiny, again (16/16/16)\n" in text
+    assert f"Runs: `{runs}`." in text
+    assert (tmp_path / "ptb.png").stat().st_size > 10000
+    budget_control = json.loads((tmp_path / "ptb.json").read_text())["budget_control"]
+    # Twice from the two study tables, once more as a budget-only run.
+    assert [entry["budget"] for entry in budget_control] == [row["budget"]] * 3
+    assert [("sizes" in entry) for entry in budget_control] == [False, False, True]
+    assert budget_control[2]["sizes"] == gated["sizes"]
+    assert budget_control[2]["reached"] == pytest.approx(gated["budget_reached"])
+    assert "| tiny | from scratch | " in text
+    assert "# budget control only\n" in text
+
+
+def test_report_without_runs_is_a_usage_error(tmp_path):
+    result = _report(
+        [os.path.join(EXAMPLE_DIR, "ptb_report.py"), "--runs", str(tmp_path / "x")],
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"ptb_report.py: error: no run folder {str(tmp_path / 'x')!r}"
+    ]
