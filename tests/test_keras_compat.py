@@ -87,3 +87,16 @@ def test_cudnn_ok_import_of_gating_still_exists():
         pytest.skip("only imported on the TensorFlow backend")
     module = importlib.import_module("keras.src.backend.tensorflow.rnn")
     assert hasattr(module, "cudnn_ok"), f"cudnn_ok is gone: {RECHECK}."
+
+
+def test_budget_controller_leaves_async_batch_dispatch_on():
+    # Keras fetches every step's logs (no asynchronous dispatch on JAX and
+    # torch) as soon as one callback has an `on_train_batch_end` hook;
+    # `BudgetController` updates in `on_train_batch_begin` for that reason.
+    from keras_l0.callbacks import BudgetController
+
+    callbacks = keras.callbacks.CallbackList([BudgetController(0.5)])
+    assert hasattr(callbacks, "_async_train"), (
+        f"CallbackList._async_train is gone: {RECHECK}."
+    )
+    assert callbacks._async_train == keras.src.backend.IS_THREAD_SAFE
