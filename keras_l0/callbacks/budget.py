@@ -115,11 +115,11 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         control: `"shift"` (default): every update shifts all counted
             log α by one common amount so that the size counted as
             `shrink` cuts it is the one nearest to the schedule (the
-            optimizer, the data and λ only rank the neurons; closed gates
-            are pushed to log α -4.5 to -4.25, kept ones to >= 3.75 once
-            the schedule holds, the last 30% of `fit`, in their order); it
-            lands on the target whatever
-            the optimizer and its learning rate. `"lambda"`: the round-1
+            optimizer, the data and λ only rank the neurons; at every
+            update closed gates are pushed to log α -4.5 to -4.25 and kept
+            ones to >= 3.75, in their order, so kept neurons train with
+            gates of 1, not attenuated by the shift); it lands on the
+            target whatever the optimizer and its learning rate. `"lambda"`: the round-1
             feedback on λ and the pace (for runs tuned with it, e.g. PTB).
         verbose: 0 (default) for silence, 1 to print one line per epoch.
 
@@ -167,7 +167,7 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     scale_bounds = (1e-3, 1e4)
     max_scale_step = 1.5
     # Shift control: updates over the whole of `fit`, the share of it held
-    # at the target, and where closed and (while held) kept gates are put.
+    # at the target, and where closed and kept gates are put.
     shift_updates = 100
     min_updates = 25
     time_share = 0.02

@@ -257,12 +257,12 @@ class ShiftControl:
     the optimizer's updates, the data gradient and λ set the ranking."""
 
 
-    def _position(self, scheduled, held, flat, scales=None):
+    def _position(self, scheduled, flat, scales=None):
         """Shifts every counted log α by one common `c` so that the kept
         size is the one nearest to `scheduled`; closed gates are pushed to
-        within `spread` above `closed_log_alpha` (or below), and once
-        `held`, kept ones to within `spread` below `open_log_alpha` (or
-        above), in their order. Writes the gates (and `scales`, if given) and
+        within `spread` above `closed_log_alpha` (or below), kept ones to
+        within `spread` below `open_log_alpha` (or above), in their order
+        (kept gates train at 1, not attenuated by the shift). Writes the gates (and `scales`, if given) and
         returns the size (exact where the counter is) and the new log α."""
         counter = self._counter
         counted = self._counted
@@ -279,11 +279,10 @@ class ShiftControl:
         new[closed] = _push(
             new[closed], KEEP_THRESHOLD, self.closed_log_alpha, self.spread
         )
-        if held:
-            kept = counted & ~closed
-            new[kept] = _push(
-                new[kept], KEEP_THRESHOLD, self.open_log_alpha, self.spread
-            )
+        kept = counted & ~closed
+        new[kept] = _push(
+            new[kept], KEEP_THRESHOLD, self.open_log_alpha, self.spread
+        )
         if scales != counter.scales or np.any(np.abs(new - flat) > 1e-6):
             counter.write(new, scales)
         self.shift += c
@@ -295,7 +294,7 @@ class ShiftControl:
         aim = self.target_size
         self._counter.read_scales()
         for _ in range(4):
-            self._position(aim, True, self._counter.read())
+            self._position(aim, self._counter.read())
             kept = self._sizer.kept()
             if self._counter.exact or abs(kept / self.target_size - 1) < 0.02:
                 return
@@ -337,5 +336,5 @@ class ShiftControl:
             self._after = flat
             return
         self.size, self._after = self._position(
-            self.scheduled_size(epoch), held, flat, scales
+            self.scheduled_size(epoch), flat, scales
         )
