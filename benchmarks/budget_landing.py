@@ -167,10 +167,12 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS),
+                        choices=list(TASKS))
     parser.add_argument("--budgets", nargs="+", type=float,
                         default=[0.5, 0.25, 0.1])
-    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS))
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
+                        choices=list(OPTIMIZERS))
     parser.add_argument("--metric", default="params")
     args = parser.parse_args()
     if args.quick:

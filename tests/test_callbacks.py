@@ -411,6 +411,26 @@ def test_budget_controller_lands_within_5_percent():
     assert abs(kept / controller.target_size - 1) <= 0.05, kept
 
 
+def test_shift_band_keeps_the_ranking_and_is_idempotent():
+    from keras_l0.callbacks.shift import _band
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(1.0, 2.0, 200)
+    values[:3] = values[3]  # ties in, ties out; none made
+    banded = _band(values, 3.75, 1.0)
+    assert banded.min() == pytest.approx(3.75)
+    np.testing.assert_array_equal(np.argsort(banded, kind="stable"),
+                                  np.argsort(values, kind="stable"))
+    assert len(np.unique(banded)) == len(np.unique(values))
+    gaps = np.diff(np.sort(values))
+    banded_gaps = np.diff(np.sort(banded))
+    np.testing.assert_allclose(banded_gaps, np.minimum(gaps, 1.0), atol=1e-9)
+    np.testing.assert_array_equal(_band(banded, 3.75, 1.0), banded)
+    high = values + 10
+    np.testing.assert_allclose(np.sort(_band(high, 3.75, 100.0)),
+                               np.sort(high))
+
+
 def test_budget_controller_resumes_from_the_current_lambda():
     model, layer = open_gated_model(l0_penalty=1e-3)
     layer.cell.l0_penalty.assign(4e-3)

@@ -116,10 +116,11 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             log α by one common amount so that the size counted as
             `shrink` cuts it is the one nearest to the schedule (the
             optimizer, the data and λ only rank the neurons; at every
-            update closed gates are pushed to log α -4.5 to -4.25 and kept
-            ones to >= 3.75, in their order, so kept neurons train with
-            gates of 1, not attenuated by the shift); it lands on the
-            target whatever the optimizer and its learning rate. `"lambda"`: the round-1
+            update closed gates are lowered to log α <= -4.25 and kept ones
+            raised to >= 3.75, each group as one, in its order, so kept
+            neurons train with gates of 1, not attenuated by the shift); it
+            lands on the target whatever the optimizer and its learning
+            rate. `"lambda"`: the round-1
             feedback on λ and the pace (for runs tuned with it, e.g. PTB).
         verbose: 0 (default) for silence, 1 to print one line per epoch.
 
@@ -172,9 +173,9 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     min_updates = 25
     time_share = 0.02
     hold_fraction = 0.3
-    closed_log_alpha = -4.5
-    open_log_alpha = 4.0
-    spread = 0.25
+    closed_log_alpha = -4.25
+    open_log_alpha = 3.75
+    max_gap_log_alpha = 1.0
 
     def __init__(
         self,

@@ -241,13 +241,20 @@ def best_shift(flat, count, target, margin=0.05):
     return c, size(m)
 
 
-def _push(values, threshold, to, spread):
-    """Moves the `values` that lie between `threshold` and `to` to within
-    `spread` of `to`, on the threshold's side, in their order (so that a
-    later shift can still tell them apart); the others stay."""
-    between = (values - to) * (threshold - to) > 0
-    out = values.copy()
-    out[between] = to + spread * (values[between] - to) / abs(threshold - to)
+def _band(values, bound, max_gap):
+    """Moves `values` up so that the smallest is at least `bound`, and
+    closes every gap between neighbours (in sorted order) wider than
+    `max_gap` to `max_gap`. Order and the narrower gaps stay, so the
+    ranking the optimizer built survives, and a second call changes
+    nothing. (`_band(-values, -bound, max_gap)` bands downwards.)"""
+    if values.size == 0:
+        return values.copy()
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    gaps = np.minimum(np.diff(ranked), max_gap)
+    banded = max(ranked[0], bound) + np.concatenate([[0.0], np.cumsum(gaps)])
+    out = np.empty_like(values)
+    out[order] = banded
     return out
 
 
@@ -259,11 +266,13 @@ class ShiftControl:
 
     def _position(self, scheduled, flat, scales=None):
         """Shifts every counted log α by one common `c` so that the kept
-        size is the one nearest to `scheduled`; closed gates are pushed to
-        within `spread` above `closed_log_alpha` (or below), kept ones to
-        within `spread` below `open_log_alpha` (or above), in their order
-        (kept gates train at 1, not attenuated by the shift). Writes the gates (and `scales`, if given) and
-        returns the size (exact where the counter is) and the new log α."""
+        size is the one nearest to `scheduled`; then closed gates are
+        lowered to at most `closed_log_alpha` and kept ones raised to at
+        least `open_log_alpha` (kept neurons train at gate 1, not
+        attenuated by the shift), each group moved as one with its gaps
+        capped at `max_gap_log_alpha`, so the ranking stays and no ties
+        are made. Writes the gates (and `scales`, if given) and returns
+        the size (exact where the counter is) and the new log α."""
         counter = self._counter
         counted = self._counted
         full = np.ones(flat.shape, bool)
@@ -276,12 +285,12 @@ class ShiftControl:
         new = flat.copy()
         new[counted] += c
         closed = counted & (new <= KEEP_THRESHOLD)
-        new[closed] = _push(
-            new[closed], KEEP_THRESHOLD, self.closed_log_alpha, self.spread
+        new[closed] = -_band(
+            -new[closed], -self.closed_log_alpha, self.max_gap_log_alpha
         )
         kept = counted & ~closed
-        new[kept] = _push(
-            new[kept], KEEP_THRESHOLD, self.open_log_alpha, self.spread
+        new[kept] = _band(
+            new[kept], self.open_log_alpha, self.max_gap_log_alpha
         )
         if scales != counter.scales or np.any(np.abs(new - flat) > 1e-6):
             counter.write(new, scales)
