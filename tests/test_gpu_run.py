@@ -1,4 +1,4 @@
-"""The prepared GPU study (examples/ptb/gpu_run.sh) end to end on the CPU.
+"""The prepared GPU study (benchmarks/ptb/gpu_run.sh) end to end on the CPU.
 
 One module fixture runs the script twice on the tiny configuration, as the
 GPU machine would: first with a deadline that stops the study part way
@@ -21,17 +21,17 @@ import types
 import numpy as np
 import pytest
 
-EXAMPLES = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "ptb"
+STUDY_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "ptb"
 )
-sys.path.insert(0, EXAMPLES)
+sys.path.insert(0, STUDY_DIR)
 
 import ptb_collect  # noqa: E402
 import ptb_lm  # noqa: E402
 from ptb_helpers import DATA_DIR  # noqa: E402
 from ptb_helpers import requires_data  # noqa: E402
 
-SCRIPT = os.path.join(EXAMPLES, "gpu_run.sh")
+SCRIPT = os.path.join(STUDY_DIR, "gpu_run.sh")
 MIB = 1 << 20
 
 
@@ -172,7 +172,7 @@ def test_report_on_the_packed_gpu_study(study, tmp_path):
     page = tmp_path / "page.md"
     page.write_text("<!-- results:begin -->\n<!-- results:end -->\n")
     report = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, "ptb_report.py"),
+        [sys.executable, os.path.join(STUDY_DIR, "ptb_report.py"),
          "--runs", f"GPU={study.out2}", "--configs", "tiny",
          "--runs-per-file", "2", "--json", str(tmp_path / "ptb.json"),
          "--plot", str(tmp_path / "ptb.png"), "--page", str(page),

@@ -112,7 +112,8 @@ def test_missing_folder_is_one_clear_error(tmp_path, monkeypatch):
     _write_gz(tmp_path / "ptb.train.txt.gz", "a\n")
     with pytest.raises(FileNotFoundError, match="lacks ptb.valid.txt.gz, "):
         ptb.load(str(tmp_path))
-    monkeypatch.setattr(ptb, "_CHECKOUT_DATA_DIR", str(tmp_path / "absent"))
+    # No guessed folder: only the argument or the environment variable.
+    monkeypatch.chdir(tmp_path)
     assert ptb.default_data_dir() is None
     with pytest.raises(FileNotFoundError, match=ptb.ENV_VAR):
         ptb.resolve_data_dir()

@@ -9,17 +9,17 @@ import sys
 
 import pytest
 
-EXAMPLE_DIR = os.path.join(
+STUDY_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "examples",
+    "benchmarks",
     "ptb",
 )
-sys.path.insert(0, EXAMPLE_DIR)
+sys.path.insert(0, STUDY_DIR)
 
 import ptb_language_model  # noqa: E402
 import ptb_reproduce  # noqa: E402
 
-SCRIPT = os.path.join(EXAMPLE_DIR, "ptb_reproduce.py")
+SCRIPT = os.path.join(STUDY_DIR, "ptb_reproduce.py")
 
 from ptb_helpers import data_dir as _data_dir  # noqa: E402
 from ptb_helpers import requires_data  # noqa: E402
@@ -59,7 +59,7 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
     dense = jobs["small-dense"]
     assert dense[:2] == [
         sys.executable,
-        os.path.join(EXAMPLE_DIR, "ptb_language_model.py"),
+        os.path.join(STUDY_DIR, "ptb_language_model.py"),
     ]
     for budget in budgets:
         gated = jobs[f"small-gated-{budget}"]
@@ -67,7 +67,7 @@ def test_dry_run_lists_the_small_study(tmp_path, capsys):
         assert _option(gated, "--budget") == budget
         assert _option(gated, "--out") == gated_dir
         shrink = jobs[f"small-gated-{budget}-shrink"]
-        assert shrink[1] == os.path.join(EXAMPLE_DIR, "ptb_shrink.py")
+        assert shrink[1] == os.path.join(STUDY_DIR, "ptb_shrink.py")
         assert shrink[2] == os.path.join(gated_dir, "model.keras")
         assert _option(shrink, "--config") == "small"
         assert _option(shrink, "--data-dir") == "/ptb"
@@ -533,7 +533,7 @@ def test_report_on_a_tiny_study(tiny_study, tmp_path):
     page.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\ntail\n")
     report = _report(
         [
-            os.path.join(EXAMPLE_DIR, "ptb_report.py"),
+            os.path.join(STUDY_DIR, "ptb_report.py"),
             "--runs",
             str(runs),
             "--runs",
@@ -593,7 +593,7 @@ def test_report_on_a_tiny_study(tiny_study, tmp_path):
 
 def test_report_without_runs_is_a_usage_error(tmp_path):
     result = _report(
-        [os.path.join(EXAMPLE_DIR, "ptb_report.py"), "--runs", str(tmp_path / "x")],
+        [os.path.join(STUDY_DIR, "ptb_report.py"), "--runs", str(tmp_path / "x")],
         tmp_path,
     )
     assert result.returncode == 2

@@ -13,7 +13,7 @@ Writes into `--out`:
 
 This is a demo model, trained for minutes (`--epochs` short epochs of
 `--steps-per-epoch` batches, each window from zero states), not the PTB
-study of `examples/ptb/`; it prints its validation perplexity.
+study of `benchmarks/ptb/`; it prints its validation perplexity.
 `make_model.sh` runs it, then the CLI and the manifest writer.
 
 Example:
@@ -50,7 +50,7 @@ def build_parser():
     parser.add_argument(
         "--data-dir",
         help=f"folder with ptb.{{train,valid,test}}.txt.gz (default: "
-        f"${ptb.ENV_VAR}, else ../shared/data/ptb next to the repository)",
+        f"${ptb.ENV_VAR})",
     )
     parser.add_argument("--embedding", type=int, default=128)
     parser.add_argument("--units", type=int, default=256)

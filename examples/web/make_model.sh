@@ -8,7 +8,7 @@
 #      keras-l0-shrink dense.keras --streaming --export-ungated -> model/dense/
 #      each with <name>.manifest.json and vocabulary.txt beside every .tflite.
 # Usage: bash examples/web/make_model.sh [OUT (default examples/web/model)] [make_model.py options...]
-# PTB folder: $KERAS_L0_PTB_DIR, else ../shared/data/ptb next to the repository.
+# PTB folder: $KERAS_L0_PTB_DIR (required).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"

@@ -41,15 +41,6 @@ MD5 = {
 }
 ENV_VAR = "KERAS_L0_PTB_DIR"
 
-# <repo>/../shared/data/ptb, for a source checkout of keras-l0.
-_CHECKOUT_DATA_DIR = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)),
-    *[os.pardir] * 3,
-    "shared",
-    "data",
-    "ptb",
-)
-
 PTB = collections.namedtuple("PTB", ["vocabulary", "train", "valid", "test"])
 PTB.__doc__ = """The corpus as token ids.
 
@@ -73,16 +64,12 @@ def file_name(split):
 
 
 def default_data_dir():
-    """The folder used when none is given, or `None`.
+    """The folder used when none is given: `$KERAS_L0_PTB_DIR`, or `None`.
 
-    `$KERAS_L0_PTB_DIR` when set, else `../shared/data/ptb` next to a
-    source checkout of keras-l0 when that folder exists.
+    The package never guesses a path of its own (an installed package has
+    no checkout beside it); study scripts and tests set the variable.
     """
-    if os.environ.get(ENV_VAR):
-        return os.environ[ENV_VAR]
-    if os.path.isdir(_CHECKOUT_DATA_DIR):
-        return os.path.normpath(_CHECKOUT_DATA_DIR)
-    return None
+    return os.environ.get(ENV_VAR) or None
 
 
 def resolve_data_dir(data_dir=None):

@@ -36,7 +36,7 @@ machine, then time and export the slim models on a CPU machine with
 Example (the study of docs/results/ptb.md):
 
 ```
-KERAS_BACKEND=jax python examples/ptb/ptb_reproduce.py \\
+KERAS_BACKEND=jax python benchmarks/ptb/ptb_reproduce.py \\
     --configs small,medium,large --jobs 5 --out runs/ptb
 ```
 """

@@ -38,7 +38,7 @@ LSTM-stack speedup) and replaces the part of `--page` between the
 Example (CPU machine with the `export` extra installed):
 
 ```
-python examples/ptb/ptb_report.py --runs runs/ptb \\
+python benchmarks/ptb/ptb_report.py --runs runs/ptb \\
     --runs "from dense=runs/ptb-cpu"
 ```
 """
@@ -135,7 +135,7 @@ def run_command(folder, shown=None):
     state = read_json(os.path.join(folder, "state.json"))
     if state is None:
         return None
-    argv = ["python", "examples/ptb/ptb_language_model.py"]
+    argv = ["python", "benchmarks/ptb/ptb_language_model.py"]
     for name, value in state["args"].items():
         flag = "--" + name.replace("_", "-")
         if name == "from_model":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The PTB GPU study in device commands: examples/ptb/gpu_run.sh medium|large|tiny
+# The PTB GPU study in device commands: benchmarks/ptb/gpu_run.sh medium|large|tiny
 #
 # One call: installs the Keras wheels of .whl/ when Keras is missing (the GPU
 # machine has JAX but no Keras or TensorFlow), starts the study
@@ -109,7 +109,7 @@ else
     say "starting the study (status $(status)), deadline ${STUDY_LIMIT} s: ptb_reproduce.py ${ARGS[*]} --time-limit $STUDY_LIMIT"
     rm -f "$PIDFILE"
     setsid nohup sh -c 'echo $$ > "$0"; exec "$@"' "$PIDFILE" \
-        "$PY" examples/ptb/ptb_reproduce.py "${ARGS[@]}" --time-limit "$STUDY_LIMIT" \
+        "$PY" benchmarks/ptb/ptb_reproduce.py "${ARGS[@]}" --time-limit "$STUDY_LIMIT" \
         >>"$RUNS/study.out" 2>&1 </dev/null &
     for _ in $(seq 50); do [ -s "$PIDFILE" ] && break; sleep 0.1; done
 fi
@@ -129,7 +129,7 @@ for log in "$RUNS"/*.log; do
 done
 
 mkdir -p "$OUT"
-"$PY" examples/ptb/ptb_collect.py pack "$RUNS" "$OUT" || say "collect FAILED"
+"$PY" benchmarks/ptb/ptb_collect.py pack "$RUNS" "$OUT" || say "collect FAILED"
 ls -l "$OUT"
 if running; then
     say "incomplete: the study is still running (pid $(cat "$PIDFILE")); issue the same call again at once (e.g. with WAIT_LIMIT=200) to wait for it and collect"

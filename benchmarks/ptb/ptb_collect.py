@@ -32,8 +32,8 @@ digits and `._-` only, no subfolders.
 Examples:
 
 ```
-python examples/ptb/ptb_collect.py pack /tmp/ptb-runs "$OUT"
-python examples/ptb/ptb_collect.py unpack fetched/out runs/ptb-gpu-medium
+python benchmarks/ptb/ptb_collect.py pack /tmp/ptb-runs "$OUT"
+python benchmarks/ptb/ptb_collect.py unpack fetched/out runs/ptb-gpu-medium
 ```
 """
 

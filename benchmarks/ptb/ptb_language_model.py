@@ -25,11 +25,11 @@ refuses.)
 Examples:
 
 ```
-python examples/ptb/ptb_language_model.py --config small --model dense \\
+python benchmarks/ptb/ptb_language_model.py --config small --model dense \\
     --out runs/ptb-small-dense
-python examples/ptb/ptb_language_model.py --config small --model gated \\
+python benchmarks/ptb/ptb_language_model.py --config small --model gated \\
     --l0-penalty 1e-6 --finetune-epochs 2 --out runs/ptb-small-gated
-python examples/ptb/ptb_language_model.py --config small --model magnitude \\
+python benchmarks/ptb/ptb_language_model.py --config small --model magnitude \\
     --dense-model runs/ptb-small-dense/model.keras --keep 200,120,100 \\
     --finetune-epochs 4 --out runs/ptb-small-magnitude
 ```
@@ -100,7 +100,7 @@ def build_parser():
     parser.add_argument(
         "--data-dir",
         help=f"folder with ptb.{{train,valid,test}}.txt.gz (default: "
-        f"${ptb.ENV_VAR}, else ../shared/data/ptb next to the repository)",
+        f"${ptb.ENV_VAR})",
     )
     parser.add_argument(
         "--out",

@@ -14,7 +14,7 @@ TFLite export of the result is the package CLI's job:
 Example:
 
 ```
-python examples/ptb/ptb_shrink.py runs/ptb-small-gated/model.keras \\
+python benchmarks/ptb/ptb_shrink.py runs/ptb-small-gated/model.keras \\
     --config small
 ```
 """
