@@ -380,6 +380,11 @@ def test_budget_controller_rejects_a_target_above_dense():
         model.fit(x, y, verbose=0, callbacks=[BudgetController(1e9)])
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="1,100 steps of the older lambda control: 160 s on torch's eager "
+    "trainer; run on TensorFlow and JAX",
+)
 def test_budget_controller_lands_within_5_percent():
     x, y, _, _, _ = feature_selection_task(num_train=3000, seed=0)
     keras.utils.set_random_seed(0)

@@ -22,7 +22,7 @@ from keras_l0.shrink import shrink
 from keras_l0.summary import count_params_after_shrink
 
 # JAX and torch compile every new model's time loop: fewer examples there.
-DEFAULT_EXAMPLES = 500 if keras.backend.backend() == "tensorflow" else 40
+DEFAULT_EXAMPLES = 500 if keras.backend.backend() == "tensorflow" else 20
 EXAMPLES = int(os.environ.get("SHRINK_EXAMPLES", 0)) or DEFAULT_EXAMPLES
 # clear_session collects garbage (~0.4 s): only every so many graphs.
 CLEAR_EVERY = 50
