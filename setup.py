@@ -26,6 +26,10 @@ setup(
         ],
         "jax": ["jax[cpu]>=0.4.34,<0.13"],
         "plot": ["matplotlib>=3.8,<4"],
+        # The PTB study's TFMOT baseline (benchmarks/ptb/ptb_tfmot.py).
+        # tensorflow-model-optimization 0.8 pins absl-py~=1.2 (pip moves
+        # absl-py to 1.4, which TensorFlow 2.21 accepts).
+        "study": ["tensorflow-model-optimization>=0.8,<0.9"],
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",

@@ -4,9 +4,11 @@ For each optimizer at its Keras default learning rate (and SGD at 1), each
 budget and each task, trains a `GatedLSTM` under `BudgetController(budget)`
 for about `--steps` optimizer steps and prints: the kept size over the target
 (`reached`), test accuracy of the gated model (inference gates) next to the
-plain `keras.layers.LSTM` trained the same way, and `fit` time of the gated
-model with and without the controller (same model, same steps, timed side by
-side in this run).
+plain `keras.layers.LSTM` trained the same way and next to a plain LSTM of the
+gated model's kept sizes (its kept input features, its kept units) trained
+from scratch the same way (`acc small`: what a network of the reached size
+learns in these steps), and `fit` time of the gated model with and without
+the controller (same model, same steps, timed side by side in this run).
 
     python benchmarks/budget_landing.py            # full table (minutes)
     python benchmarks/budget_landing.py --quick    # one task, one budget
@@ -119,9 +121,21 @@ def run_case(task, optimizer_name, budget, steps, batch_size, metric="params"):
             [controller],
         )
     kept, _ = model_size(model, metric)
+    accuracy_gated = accuracy(model, x_test, y_test)
+    gated = next(l for l in model.layers if isinstance(l, keras_l0.GatedLSTM))
+    z_in, z_h = (
+        None if z is None else np.asarray(keras.ops.convert_to_numpy(z)) > 0
+        for z in gated.cell.gates(training=False)
+    )
+    columns = np.flatnonzero(z_in) if z_in is not None else slice(None)
+    small = build(x[..., columns], classes, gated=False,
+                  units=max(1, int(z_h.sum())))
+    train(small, OPTIMIZERS[optimizer_name](), x[..., columns], y, epochs,
+          batch_size)
     return dict(
+        small_accuracy=accuracy(small, x_test[..., columns], y_test),
         reached=kept / controller.target_size,
-        accuracy=accuracy(model, x_test, y_test),
+        accuracy=accuracy_gated,
         seconds=seconds,
         own=controller.seconds,
         warned=any(issubclass(w.category, UserWarning) for w in caught),
@@ -183,7 +197,8 @@ def main():
           "gated fit with the controller | the same model without it; "
           "hooks: time inside the controller's hooks, share of its fit")
     print(f"{'task':10} {'optimizer':9} {'budget':>6} {'reached':>8} "
-          f"{'acc gated':>9} {'acc plain':>9} {'fit s with|without':>18} "
+          f"{'acc gated':>9} {'acc plain':>9} {'acc small':>9} "
+          f"{'fit s with|without':>18} "
           "warned hooks")
     for task in args.tasks:
         for name in args.optimizers:
@@ -191,13 +206,14 @@ def main():
             alone = run_case(task, name, None, args.steps, args.batch_size,
                              args.metric)
             print(f"{task:10} {name:9} {'none':>6} {alone['reached']:8.3f} "
-                  f"{alone['accuracy']:9.3f} {plain:9.3f} "
+                  f"{alone['accuracy']:9.3f} {plain:9.3f} {'-':>9} "
                   f"{'-':>9}|{alone['seconds']:<8.1f} -", flush=True)
             for budget in args.budgets:
                 r = run_case(task, name, budget, args.steps, args.batch_size,
                              args.metric)
                 print(f"{task:10} {name:9} {budget:6.2f} {r['reached']:8.3f} "
                       f"{r['accuracy']:9.3f} {plain:9.3f} "
+                      f"{r['small_accuracy']:9.3f} "
                       f"{r['seconds']:9.1f}|{alone['seconds']:<8.1f} "
                       f"{'yes' if r['warned'] else 'no':6} "
                       f"{100 * r['own'] / r['seconds']:.1f}%", flush=True)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 venv="${KERAS_L0_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
-"$py" -m pip install -q --disable-pip-version-check -e ".[export,jax,test,plot]"
+"$py" -m pip install -q --disable-pip-version-check -e ".[export,jax,test,plot,study]"
 bash scripts/setup_browser.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONHASHSEED=0
 # Test files run in parallel, each whole on one worker (module fixtures

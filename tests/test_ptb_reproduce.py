@@ -600,3 +600,61 @@ def test_report_without_runs_is_a_usage_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"ptb_report.py: error: no run folder {str(tmp_path / 'x')!r}"
     ]
+
+
+def test_baselines_follow_the_gated_run_with_its_budget(tmp_path, capsys):
+    """Every baseline job runs after its gated run, at its kept sizes, with
+    the gated run's epochs and rates, in a command its script accepts."""
+    import importlib
+
+    out = str(tmp_path)
+    argv = ["--configs", "tiny", "--out", out, "--from-dense", "2",
+            "--gated-lr", "0.5", "--finetune-epochs", "3",
+            "--baselines", "iss,darb,lds,tfmot",
+            "--extra", "--steps-per-execution 4"]  # fmt: skip
+    jobs = {job.name: job for job in ptb_reproduce.plan(
+        ptb_reproduce.build_parser().parse_args(argv))}  # fmt: skip
+    _write_gated_results(out, second_layer_units=3)
+    scripts = {"iss": "ptb_baseline", "darb": "ptb_baseline",
+               "lds": "ptb_lds", "tfmot": "ptb_tfmot"}  # fmt: skip
+    for method, module in scripts.items():
+        job = jobs[f"tiny-{method}-0.5"]
+        assert job.argv is None
+        assert job.after == ("tiny-dense", "tiny-gated-0.5")
+        command = job.make_argv()
+        assert os.path.basename(command[1]) == f"{module}.py"
+        args = importlib.import_module(module).build_parser().parse_args(
+            command[2:]
+        )
+        assert args.keep == [7, 5, 3] or args.keep == (7, 5, 3) or (
+            args.keep == "7,5,3"
+        )
+        assert args.dense_model == os.path.join(out, "tiny-dense", "model.keras")
+        assert args.out == os.path.join(out, f"tiny-{method}-0.5")
+        assert args.config == "tiny" and args.eval_batch_size == 1
+        if method == "tfmot":
+            # Its own training loop: no --extra (TFMOT counts steps per batch).
+            assert "--steps-per-execution" not in command
+            assert (args.epochs, args.ramp_epochs) == (5, 2)
+            assert (args.lr, args.lr_decay) == (0.5, 0.5)
+        else:
+            assert args.steps_per_execution == 4
+        if method in ("iss", "darb"):
+            assert args.method == method
+            assert (args.epochs, args.finetune_epochs) == (2, 3)
+            assert args.lr == args.finetune_lr == 0.5
+            assert args.finetune_decay == 0.5
+        if method == "lds":
+            assert sum(_ints(args.epochs_per_stage)) == 5
+            assert args.stages == len(_ints(args.epochs_per_stage))
+            assert (args.lr, args.decay_after, args.lr_decay) == (0.5, 3, 0.5)
+    assert ptb_reproduce.main(
+        ["--baselines", "iss", "--out", out, "--dry-run"]
+    ) == 2
+    assert "--baselines needs --from-dense" in capsys.readouterr().err
+
+
+def _ints(value):
+    if isinstance(value, str):
+        return [int(v) for v in value.split(",")]
+    return list(value)

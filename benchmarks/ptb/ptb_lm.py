@@ -564,7 +564,7 @@ def neuron_norms(model):
         A list of 1-D numpy arrays: embedding dimensions, then one per LSTM.
     """
     layers = [layer for layer in chain_layers(model) if layer.weights]
-    _check_plain_chain(layers)
+    check_plain_chain(layers)
     norms = []
     for index, layer in enumerate(layers[:-1]):
         consumer_kernel = ops.convert_to_numpy(
@@ -593,7 +593,7 @@ def neuron_norms(model):
     return norms
 
 
-def _check_plain_chain(layers):
+def check_plain_chain(layers):
     kinds = [type(layer) for layer in layers]
     expected = (
         kinds[:1] == [keras.layers.Embedding]
@@ -668,7 +668,7 @@ def gate_dense_model(model, input_gates=True, **gate_kwargs):
         ValueError: `model` is not a plain `build_model` chain.
     """
     layers = [layer for layer in chain_layers(model) if layer.weights]
-    _check_plain_chain(layers)
+    check_plain_chain(layers)
     lstms = [layer.name for layer in layers if is_recurrent(layer)]
     return gate_model(
         model, lstms, lstms[:1] if input_gates else [], **gate_kwargs

@@ -44,6 +44,7 @@ python benchmarks/ptb/ptb_report.py --runs runs/ptb \\
 """
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -54,6 +55,8 @@ import tempfile
 import time
 
 import ptb_collect
+from ptb_baseline_commands import COMMANDS
+import ptb_page
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -73,7 +76,6 @@ PROG = os.path.basename(__file__)
 VOCABULARY = 10000
 ISS_SIZES = (1500, 373, 315)
 ZAREMBA_TEST = {"small": 114.5, "medium": 82.7, "large": 78.4}
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 DOCS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     "docs",
@@ -108,6 +110,18 @@ def build_parser():
     parser.add_argument("--json", default=os.path.join(DOCS, "ptb.json"))
     parser.add_argument("--plot", default=os.path.join(DOCS, "ptb_pareto.png"))
     parser.add_argument("--page", default=os.path.join(DOCS, "ptb.md"))
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the configurations of the existing --json that this run "
+        "does not measure (their run folders may be gone), its budget-only "
+        "runs and its deployment table",
+    )
+    parser.add_argument(
+        "--deployment",
+        help="deployment.json written by ptb_deploy.py: the page's "
+        "deployment table (quantised files, their own perplexity, latency)",
+    )
     return parser
 
 
@@ -129,13 +143,13 @@ def local_path(value):
     return re.sub(r"^/root/(runs/)?", "runs/", value)
 
 
-def run_command(folder, shown=None):
-    """The command line that made a run, rebuilt from its `state.json`
-    (`--out shown`, default `folder`)."""
+def run_command(folder, shown=None, script="ptb_language_model.py"):
+    """The command line that made a run of `script`, rebuilt from its
+    `state.json` (`--out shown`, default `folder`)."""
     state = read_json(os.path.join(folder, "state.json"))
     if state is None:
         return None
-    argv = ["python", "benchmarks/ptb/ptb_language_model.py"]
+    argv = ["python", f"benchmarks/ptb/{script}"]
     for name, value in state["args"].items():
         flag = "--" + name.replace("_", "-")
         if name == "from_model":
@@ -271,9 +285,9 @@ def report_config(args, runs, config, shown=None):
         return None
     shown = shown or runs
 
-    def command(folder):
+    def command(folder, script="ptb_language_model.py"):
         return run_command(
-            folder, os.path.join(shown, os.path.basename(folder))
+            folder, os.path.join(shown, os.path.basename(folder)), script
         )
 
     def plain_or_random(path, results):
@@ -289,29 +303,21 @@ def report_config(args, runs, config, shown=None):
     for budget in budgets:
         tag = f"{budget:g}"
         gated_dir = os.path.join(runs, f"{config}-gated-{tag}")
-        magnitude_dir = os.path.join(runs, f"{config}-magnitude-{tag}")
         slim_path = os.path.join(gated_dir, "slim.keras")
-        magnitude_path = os.path.join(magnitude_dir, "model.keras")
         if os.path.exists(slim_path):
             models[f"gated-{tag}"] = keras.models.load_model(
                 slim_path, compile=False
             )
-        magnitude_results = read_json(os.path.join(magnitude_dir, "results.json"))
-        if magnitude_results:
-            models[f"magnitude-{tag}"], random = plain_or_random(
-                magnitude_path, magnitude_results
-            )
-            if random:
-                random_weights.add(f"magnitude-{tag}")
-        direct_dir = os.path.join(runs, f"{config}-direct-{tag}")
-        direct_results = read_json(os.path.join(direct_dir, "results.json"))
-        if direct_results:
-            models[f"direct-{tag}"], random = plain_or_random(
-                os.path.join(direct_dir, "model.keras"), direct_results
-            )
-            if random:
-                random_weights.add(f"direct-{tag}")
-        rows.append((budget, tag, gated_dir, magnitude_dir))
+        for kind in ptb_page.BASELINES:
+            folder = os.path.join(runs, f"{config}-{kind}-{tag}")
+            results = read_json(os.path.join(folder, "results.json"))
+            if results:
+                models[f"{kind}-{tag}"], random = plain_or_random(
+                    os.path.join(folder, "model.keras"), results
+                )
+                if random:
+                    random_weights.add(f"{kind}-{tag}")
+        rows.append((budget, tag, gated_dir))
     fixed = []
     for kind, folder, sizes in fixed_size_runs(runs, config):
         results = read_json(os.path.join(runs, folder, "results.json"))
@@ -360,6 +366,7 @@ def report_config(args, runs, config, shown=None):
             flops_per_step=int(flops_per_step(model)),
             lstm_flops_per_step=int(flops_per_step(stack)),
             tflite_bytes=len(files[f"{name}/model"]),
+            tflite_gzip_bytes=len(gzip.compress(files[f"{name}/model"], 9)),
             max_diff_keras_tflite=diffs[name] or None,
             latency_ms={
                 variant: latency[f"{name}/{variant}"]
@@ -397,7 +404,7 @@ def report_config(args, runs, config, shown=None):
 
     if "iss" in result:
         ratios(result["iss"])
-    for budget, tag, gated_dir, magnitude_dir in rows:
+    for budget, tag, gated_dir in rows:
         row = dict(budget=budget)
         gated_results = read_json(os.path.join(gated_dir, "results.json"))
         shrink_report = read_json(os.path.join(gated_dir, "shrink.json"))
@@ -428,10 +435,8 @@ def report_config(args, runs, config, shown=None):
                     test_perplexity=retrain["test_perplexity"],
                     command=command(retrain_dir),
                 )
-        for kind, folder in (
-            ("magnitude", magnitude_dir),
-            ("direct", os.path.join(runs, f"{config}-direct-{tag}")),
-        ):
+        for kind in ptb_page.BASELINES:
+            folder = os.path.join(runs, f"{config}-{kind}-{tag}")
             results = read_json(os.path.join(folder, "results.json"))
             if f"{kind}-{tag}" in models and results:
                 entry = ratios(measures(f"{kind}-{tag}"))
@@ -439,10 +444,19 @@ def report_config(args, runs, config, shown=None):
                     valid_perplexity=results["valid_perplexity"],
                     test_perplexity=results["test_perplexity"],
                     random_weights_timed=f"{kind}-{tag}" in random_weights,
-                    command=command(folder),
+                    command=command(
+                        folder,
+                        COMMANDS[kind][0] if kind in COMMANDS else "ptb_language_model.py",
+                    ),
                 )
+                if "lstm_params" in results:
+                    # Masked (unshrunk) models count their non-zero weights.
+                    entry["lstm_params"] = int(results["lstm_params"])
+                if results.get("choices"):
+                    entry["choices"] = results["choices"]
                 row[kind] = entry
-        result["budgets"].append(row)
+        if len(row) > 1:  # a run still training has nothing to show
+            result["budgets"].append(row)
     result["fixed_sizes"] = []
     for kind, name, folder, results in fixed:
         entry = ratios(measures(name))
@@ -507,277 +521,6 @@ def budget_runs(folders, study):
     return found
 
 
-def _ms(value):
-    return f"{value:.3g}" if value < 10 else f"{value:.0f}"
-
-
-def tables(study):
-    lines = []
-    for key, result in study["configs"].items():
-        dense = result["dense"]
-        lines += [
-            f"### {key} ({'/'.join(str(s) for s in dense['sizes'])})",
-            "",
-            f"Runs: `{result['runs']}`"
-            + (
-                f" (packed on the GPU machine from `{result['device_runs']}`, "
-                f"study {result['status']})."
-                if "device_runs" in result
-                else "."
-            ),
-            "",
-            "| model | emb / h1 / h2 | LSTM params | all params | valid ppl | "
-            "test ppl | TFLite MB | stack ms (35) | speedup | FLOP ratio | "
-            "model ms (35) | speedup | stack step ms | speedup | model step "
-            "ms | speedup |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-
-        def line(label, entry, ppl=True):
-            lat = entry["latency_ms"]
-            speed = entry.get("speedup", {})
-            cells = [
-                label,
-                " / ".join(str(s) for s in entry["sizes"]),
-                f"{entry['lstm_params']:,}",
-                f"{entry['params']:,}",
-                f"{entry['valid_perplexity']:.2f}" if ppl else "—",
-                f"{entry['test_perplexity']:.2f}" if ppl else "—",
-                f"{entry['tflite_bytes'] / 1e6:.1f}",
-            ]
-            for variant in ("stack", "model", "stack_step", "model_step"):
-                cells.append(_ms(lat[variant]))
-                cells.append(
-                    f"{speed[variant]:.1f}x" if variant in speed else "1x"
-                )
-                if variant == "stack":
-                    cells.append(
-                        f"{entry['lstm_flop_ratio']:.1f}x"
-                        if "lstm_flop_ratio" in entry
-                        else "1x"
-                    )
-            return "| " + " | ".join(cells) + " |"
-
-        lines.append(line("dense", dense))
-        if "iss" in result:
-            lines.append(line("ISS sizes (reference, random weights)", result["iss"], ppl=False))
-        for row in result["budgets"]:
-            budget = row["budget"]
-            if "gated" in row:
-                start = " from the dense model" if row["gated"]["from_dense"] else ""
-                lines.append(line(f"gated{start}, budget {budget:g}", row["gated"]))
-            if "magnitude" in row:
-                lines.append(line(f"magnitude, budget {budget:g}", row["magnitude"]))
-            if "direct" in row:
-                lines.append(
-                    line(f"direct design (dense from scratch), budget {budget:g}", row["direct"])
-                )
-        for entry in result.get("fixed_sizes", []):
-            label = {"direct": "direct design (dense from scratch)", "magnitude": "magnitude"}[entry["kind"]]
-            sizes = "/".join(str(s) for s in entry["sizes"])
-            lines.append(line(f"{label}, sizes {sizes}", entry))
-        lines += ["", "Perplexities (test) and budgets:", ""]
-        zaremba = dense["zaremba_test_perplexity"]
-        line_text = f"- dense: {dense['test_perplexity']:.2f}"
-        if zaremba:
-            change = 100 * (dense["test_perplexity"] / zaremba - 1)
-            line_text += f" (Zaremba et al.: {zaremba}, {change:+.1f}%)"
-        lines.append(line_text)
-        for row in result["budgets"]:
-            parts = [f"- budget {row['budget']:g}:"]
-            if "gated" in row:
-                gated = row["gated"]
-                parts.append(
-                    f"gated {gated['test_perplexity']:.2f} "
-                    f"({100 * (gated['test_perplexity'] / dense['test_perplexity'] - 1):+.1f}% vs dense; "
-                    f"LSTM params reached {100 * gated['budget_reached']:.1f}% of the budget; "
-                    f"max |logit gated - slim| {gated['max_logit_difference_gated_slim']:.2g})"
-                )
-            if "gated_retrained" in row:
-                parts.append(
-                    f"gated + retrain {row['gated_retrained']['test_perplexity']:.2f}"
-                )
-            if "magnitude" in row:
-                parts.append(f"magnitude {row['magnitude']['test_perplexity']:.2f}")
-            if "direct" in row:
-                sizes = "/".join(str(s) for s in row["direct"]["sizes"])
-                parts.append(
-                    f"direct design {row['direct']['test_perplexity']:.2f} ({sizes})"
-                )
-            lines.append(" ".join(parts[:1]) + " " + "; ".join(parts[1:]))
-        for entry in result.get("fixed_sizes", []):
-            sizes = "/".join(str(s) for s in entry["sizes"])
-            label = "direct design" if entry["kind"] == "direct" else "magnitude"
-            lines.append(
-                f"- sizes {sizes}: {label} {entry['test_perplexity']:.2f} "
-                f"({entry['lstm_params']:,} LSTM params)"
-            )
-        if any(
-            row.get(kind, {}).get("random_weights_timed")
-            for row in result["budgets"]
-            for kind in ("magnitude", "direct")
-        ) or any(e["random_weights_timed"] for e in result.get("fixed_sizes", [])):
-            lines.append(
-                "- magnitude and direct-design models came back from the GPU as "
-                "sizes and perplexities only: their latencies are those of "
-                "models of the same sizes with random weights"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def commands(study):
-    lines = ["```sh"]
-    for key, result in study["configs"].items():
-        lines.append(f"# {key}")
-        lines.append(result["dense"]["command"])
-        for row in result["budgets"]:
-            for key in ("gated", "gated_retrained", "magnitude", "direct"):
-                if key in row and row[key].get("command"):
-                    lines.append(row[key]["command"])
-        for entry in result.get("fixed_sizes", []):
-            if entry.get("command"):
-                lines.append(entry["command"])
-    extra = [
-        entry["command"]
-        for entry in study.get("budget_control", [])
-        if "sizes" in entry
-    ]
-    if extra:
-        lines.append("# budget control only")
-        lines += extra
-    lines.append("```")
-    return "\n".join(lines)
-
-
-def plot(study, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    # One panel per configuration; a second study of a configuration
-    # ("small, LABEL") joins its panel with dashed lines and open markers.
-    panels = {}
-    for key in study["configs"]:
-        panels.setdefault(key.split(", ", 1)[0], []).append(key)
-    figure, axes = plt.subplots(
-        1, len(panels), figsize=(5.5 * len(panels), 6), squeeze=False
-    )
-    for axis, (config, keys) in zip(axes[0], panels.items()):
-        axis.set_title(f"PTB {config}")
-        fastest = 1.0
-        for index, key in enumerate(keys):
-            result = study["configs"][key]
-            suffix = "" if key == config else f", {key.split(', ', 1)[1]}"
-            style = dict(
-                ls=("-", "--", ":", "-.")[index % 4],
-                fillstyle="full" if index == 0 else "none",
-            )
-            dense = result["dense"]
-            if index == 0:
-                axis.axhline(dense["test_perplexity"], color="gray", ls="--")
-            axis.plot(
-                [1.0],
-                [dense["test_perplexity"]],
-                "kD",
-                fillstyle=style["fillstyle"],
-                label=f"dense (1x){suffix}",
-            )
-            for method, marker, color, label in (
-                ("gated", "o", "tab:blue", "L0 gated, shrunk"),
-                (
-                    "gated_retrained",
-                    "s",
-                    "tab:cyan",
-                    "L0 gated, shrunk + retrained",
-                ),
-                (
-                    "magnitude",
-                    "^",
-                    "tab:red",
-                    "magnitude pruning + fine-tuning",
-                ),
-                (
-                    "direct",
-                    "v",
-                    "tab:green",
-                    "direct design (dense from scratch)",
-                ),
-            ):
-                timed = method if method in ("magnitude", "direct") else "gated"
-                points = sorted(
-                    (
-                        row[timed]["speedup"]["stack"],
-                        row[method]["test_perplexity"],
-                    )
-                    for row in result["budgets"]
-                    if method in row and timed in row
-                )
-                if points:
-                    xs, ys = zip(*points)
-                    fastest = max(fastest, *xs)
-                    axis.plot(
-                        xs,
-                        ys,
-                        marker=marker,
-                        color=color,
-                        label=label + suffix,
-                        **style,
-                    )
-            for entry in result.get("fixed_sizes", []):
-                sizes = "/".join(str(s) for s in entry["sizes"])
-                kind = entry["kind"]
-                axis.plot(
-                    [entry["speedup"]["stack"]],
-                    [entry["test_perplexity"]],
-                    marker="P" if kind == "direct" else "X",
-                    color="tab:green" if kind == "direct" else "tab:red",
-                    ls="none",
-                    fillstyle=style["fillstyle"],
-                    label=f"{'direct design' if kind == 'direct' else 'magnitude'}, {sizes}{suffix}",
-                )
-                fastest = max(fastest, entry["speedup"]["stack"])
-        iss = [
-            study["configs"][key]["iss"]
-            for key in keys
-            if "iss" in study["configs"][key]
-        ]
-        if iss:
-            axis.axvline(
-                iss[0]["speedup"]["stack"],
-                color="k",
-                ls=":",
-                label="ISS sizes (speed only)",
-            )
-        axis.set_xscale("log")
-        axis.set_xlim(0.8, fastest * 1.5)
-        axis.set_xticks([t for t in (1, 2, 5, 10, 20, 50, 100) if t < fastest * 1.5])
-        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.set_xlabel("LSTM-stack speedup, LiteRT 1 thread (x)")
-        axis.set_ylabel("test perplexity")
-        axis.legend(
-            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15)
-        )
-    figure.tight_layout()
-    figure.savefig(path + ".tmp.png", dpi=110)
-    os.replace(path + ".tmp.png", path)
-
-
-def write_page(page, text):
-    with open(page, encoding="utf-8") as f:
-        content = f.read()
-    if BEGIN not in content or END not in content:
-        raise SystemExit(f"{PROG}: error: {page} has no {BEGIN} ... {END} lines")
-    head, rest = content.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(page + ".tmp", "w", encoding="utf-8") as f:
-        f.write(head + BEGIN + "\n" + text + "\n" + END + tail)
-    os.replace(page + ".tmp", page)
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     studies = args.runs or [("", os.path.join("runs", "ptb"))]
@@ -819,39 +562,78 @@ def main(argv=None):
     study["budget_control"] = budget_runs(
         args.budget_runs or [os.path.join("runs", "ptb-budget")], study
     )
-    with open(args.json + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(study, f, indent=1)
-    os.replace(args.json + ".tmp", args.json)
+    if args.merge:
+        merge_previous(study, read_json(args.json))
+    study["baselines"] = baseline_rows(study)
+    if args.deployment:
+        study["deployment"] = read_json(args.deployment)
+    ptb_lm.write_json(args.json, study)
     if study["configs"]:
-        plot(study, args.plot)
+        ptb_page.plot(study, args.plot)
     else:
         print(f"{PROG}: no finished dense run in the studies: no plot", flush=True)
-    budget_lines = [
-        "Budget control (`BudgetController`, LSTM-stack parameters after "
-        "shrinking, against the target):",
-        "",
-        "| config | gates trained | target (fraction) | LSTM params kept "
-        "| reached / target | run |",
-        "|---|---|---|---|---|---|",
-    ]
-    for entry in study["budget_control"]:
-        budget_lines.append(
-            f"| {entry['config']} | "
-            f"{'on the dense model' if entry['from_dense'] else 'from scratch'} | "
-            f"{entry['budget']:g} | "
-            f"{entry['lstm_params']:,} | {100 * entry['reached']:.1f}% | "
-            f"`{entry['command'].split('--out ')[-1]}` |"
-        )
-    text = (
-        tables(study)
-        + "\n"
-        + "\n".join(budget_lines)
-        + "\n\nCommands of the runs:\n\n"
-        + commands(study)
-    )
-    write_page(args.page, text)
+    text = ptb_page.page_text(study)
+    ptb_page.write_page(args.page, text)
     print(text)
     return 0
+
+
+def merge_previous(study, previous):
+    """Keeps what `previous` (the last `--json`) has and this run does not
+    measure: its other configurations (before the new ones), its budget-only
+    runs, its deployment table."""
+    if not previous:
+        return
+    kept = {
+        key: value
+        for key, value in previous["configs"].items()
+        if key not in study["configs"]
+    }
+    study["configs"] = {**kept, **study["configs"]}
+    commands = {entry["command"] for entry in study["budget_control"]}
+    study["budget_control"] = [
+        entry
+        for entry in previous.get("budget_control", [])
+        if entry["command"] not in commands
+        and (entry["config"], entry["budget"], entry["lstm_params"])
+        not in {
+            (e["config"], e["budget"], e["lstm_params"])
+            for e in study["budget_control"]
+        }
+    ] + study["budget_control"]
+    if "deployment" in previous:
+        study["deployment"] = previous["deployment"]
+
+
+def baseline_rows(study):
+    """One row per baseline method and budget of every study table."""
+    rows = []
+    for key, result in study["configs"].items():
+        for row in result["budgets"]:
+            gated = row.get("gated", {})
+            for method in ptb_page.REVIEWER_BASELINES:
+                if method not in row:
+                    continue
+                entry = row[method]
+                rows.append(
+                    dict(
+                        study=key,
+                        config=result["config"],
+                        method=method,
+                        budget=row["budget"],
+                        sizes=entry["sizes"],
+                        lstm_params=entry["lstm_params"],
+                        gated_lstm_params=gated.get("lstm_params"),
+                        valid_perplexity=entry["valid_perplexity"],
+                        test_perplexity=entry["test_perplexity"],
+                        gated_test_perplexity=gated.get("test_perplexity"),
+                        file_bytes=entry["tflite_bytes"],
+                        file_gzip_bytes=entry["tflite_gzip_bytes"],
+                        stack_speedup=entry["speedup"]["stack"],
+                        command=entry["command"],
+                    )
+                )
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ stopped study. At the end `--out/study.json` gathers every run's results.
 instead (`ptb_language_model.py --model gated --dense-model`), with the
 magnitude baseline given the same epochs and learning rates.
 
+`--baselines iss,darb,lds,tfmot` (with `--from-dense`) adds the reviewer's
+baselines at each gated run's kept sizes (`ptb_baseline_commands.py`).
+
 `--direct budget|kept` adds the direct-design baseline: a dense model of
 the pruned size trained from scratch with the configuration's recipe, of
 uniform width from the budget fraction (started at once) or of the gated
@@ -50,6 +53,11 @@ import signal
 import subprocess
 import sys
 import time
+
+from ptb_baseline_commands import COMMANDS
+from ptb_baseline_commands import OWN_TRAINING_LOOP
+from ptb_baseline_commands import Schedule
+from ptb_baseline_commands import command as baseline_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROG = os.path.basename(__file__)
@@ -134,6 +142,16 @@ def _sizes(text):
             f"expected CONFIG=EMB,UNITS1,UNITS2, got {text!r}"
         )
     return config, sizes
+
+
+def _methods(text):
+    methods = tuple(text.split(","))
+    unknown = sorted(set(methods) - set(COMMANDS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown baseline {', '.join(unknown)} (known: {', '.join(COMMANDS)})"
+        )
+    return methods
 
 
 def _schedule(text):
@@ -225,6 +243,15 @@ def build_parser():
         "gated run's kept sizes, after it ('kept')",
     )
     parser.add_argument(
+        "--baselines",
+        type=_methods,
+        default=(),
+        metavar="M1[,M2...]",
+        help="with --from-dense: add these baselines per budget, each from "
+        "the dense model at the gated run's kept sizes with the gated run's "
+        f"epochs and learning rates, after it: {', '.join(COMMANDS)}",
+    )
+    parser.add_argument(
         "--direct-sizes",
         type=_sizes,
         action="append",
@@ -297,13 +324,20 @@ def finished(out, name, file="results.json"):
 
 
 def train_argv(args, config, model, name, extra_args):
+    return script_argv(
+        args, "ptb_language_model.py", config, name, ["--model", model, *extra_args]
+    )
+
+
+def script_argv(args, script, config, name, extra_args, study_extra=True):
+    """The command of one run of `script` (a training script of this
+    folder) writing `--out/name`, resumed if it has a state; `--extra`
+    unless `study_extra` is false."""
     argv = [
         sys.executable,
-        os.path.join(HERE, "ptb_language_model.py"),
+        os.path.join(HERE, script),
         "--config",
         config,
-        "--model",
-        model,
         "--out",
         run_dir(args.out, name),
     ]
@@ -312,7 +346,7 @@ def train_argv(args, config, model, name, extra_args):
     argv += ["--eval-batch-size", str(args.eval_batch_size)]
     if args.max_steps:
         argv += ["--max-steps", str(args.max_steps)]
-    argv += extra_args + args.extra.split()
+    argv += extra_args + (args.extra.split() if study_extra else [])
     if os.path.exists(os.path.join(run_dir(args.out, name), "state.json")):
         argv.append("--resume")
     return argv
@@ -521,6 +555,28 @@ def plan(args):
                         after=(gated,),
                     )
                 )
+            for method in args.baselines:
+                name = f"{config}-{method}-{budget:g}"
+
+                def baseline_argv(
+                    method=method, name=name, config=config,
+                    dense_model=dense_model, gated=gated, recipe=recipe,
+                ):
+                    script, extra = baseline_command(
+                        method,
+                        Schedule(recipe.gated_epochs, recipe.gated_lr,
+                                 recipe.finetune_epochs, recipe.finetune_decay),
+                    )
+                    return script_argv(
+                        args, script, config, name,
+                        ["--dense-model", dense_model,
+                         "--keep", kept_sizes(args.out, gated), *extra],
+                        study_extra=method not in OWN_TRAINING_LOOP,
+                    )
+
+                later.append(
+                    Job(name, None, after=(dense, gated), make_argv=baseline_argv)
+                )  # fmt: skip
             if recipe.from_dense:
                 continue
             retrain = f"{config}-retrain-{budget:g}"
@@ -602,6 +658,9 @@ def main(argv=None):
             f"{PROG}: error: --gated-lr must be > 0 and needs --from-dense",
             file=sys.stderr,
         )
+        return 2
+    if args.baselines and args.from_dense is None:
+        print(f"{PROG}: error: --baselines needs --from-dense", file=sys.stderr)
         return 2
     if args.time_limit is not None and not args.time_limit > 0:
         print(f"{PROG}: error: --time-limit must be > 0", file=sys.stderr)
