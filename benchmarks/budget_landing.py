@@ -7,8 +7,14 @@ for about `--steps` optimizer steps and prints: the kept size over the target
 plain `keras.layers.LSTM` trained the same way and next to a plain LSTM of the
 gated model's kept sizes (its kept input features, its kept units) trained
 from scratch the same way (`acc small`: what a network of the reached size
-learns in these steps), and `fit` time of the gated model with and without
+learns in these steps), next to a random sub-network of the plain LSTM(64)
+of the same kept sizes, gates fixed at 0/1 from the first step
+(`keras_l0.fixed_gate_model`) and trained the same way (`acc sub`: what
+those units of the large network's initialisation learn), and `fit` time of the gated model with and without
 the controller (same model, same steps, timed side by side in this run).
+With `--seeds N` every figure is the mean over N seeds (each seed draws the
+train/test split and the initial weights; 500-step accuracies vary by 1-3
+points from seed to seed).
 
     python benchmarks/budget_landing.py            # full table (minutes)
     python benchmarks/budget_landing.py --quick    # one task, one budget
@@ -99,13 +105,14 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(logits, -1) == y))
 
 
-def run_case(task, optimizer_name, budget, steps, batch_size, metric="params"):
+def run_case(task, optimizer_name, budget, steps, batch_size, metric="params",
+             seed=0):
     """Gated model under `BudgetController(budget)`; `budget=None`: the same
     model without a controller (the default λ alone)."""
-    x, y, x_test, y_test = TASKS[task]()
+    x, y, x_test, y_test = TASKS[task](seed)
     classes = int(y.max()) + 1
     epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
-    model = build(x, classes, gated=True)
+    model = build(x, classes, gated=True, seed=seed)
     if budget is None:
         seconds = train(
             model, OPTIMIZERS[optimizer_name](), x, y, epochs, batch_size
@@ -128,12 +135,23 @@ def run_case(task, optimizer_name, budget, steps, batch_size, metric="params"):
         for z in gated.cell.gates(training=False)
     )
     columns = np.flatnonzero(z_in) if z_in is not None else slice(None)
-    small = build(x[..., columns], classes, gated=False,
-                  units=max(1, int(z_h.sum())))
+    units = max(1, int(z_h.sum()))
+    small = build(x[..., columns], classes, gated=False, units=units,
+                  seed=seed)
     train(small, OPTIMIZERS[optimizer_name](), x[..., columns], y, epochs,
           batch_size)
+    small_accuracy = accuracy(small, x_test[..., columns], y_test)
+    plain = build(x, classes, gated=False, seed=seed)
+    lstm = plain.layers[1].name
+    drawn = np.random.default_rng(seed).permutation(z_h.size)[:units]
+    sub = keras_l0.fixed_gate_model(
+        plain, {lstm: np.sort(drawn)},
+        None if z_in is None else {lstm: np.flatnonzero(z_in)},
+    )
+    train(sub, OPTIMIZERS[optimizer_name](), x, y, epochs, batch_size)
     return dict(
-        small_accuracy=accuracy(small, x_test[..., columns], y_test),
+        small_accuracy=small_accuracy,
+        sub_accuracy=accuracy(sub, x_test, y_test),
         reached=kept / controller.target_size,
         accuracy=accuracy_gated,
         seconds=seconds,
@@ -143,10 +161,10 @@ def run_case(task, optimizer_name, budget, steps, batch_size, metric="params"):
     )
 
 
-def plain_accuracy(task, optimizer_name, steps, batch_size):
-    x, y, x_test, y_test = TASKS[task]()
+def plain_accuracy(task, optimizer_name, steps, batch_size, seed=0):
+    x, y, x_test, y_test = TASKS[task](seed)
     epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
-    model = build(x, int(y.max()) + 1, gated=False)
+    model = build(x, int(y.max()) + 1, gated=False, seed=seed)
     train(model, OPTIMIZERS[optimizer_name](), x, y, epochs, batch_size)
     return accuracy(model, x_test, y_test)
 
@@ -188,32 +206,52 @@ def main():
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         choices=list(OPTIMIZERS))
     parser.add_argument("--metric", default="params")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="mean of every figure over this many seeds")
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.budgets = args.tasks[:1], [0.25]
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    seeds = range(args.seeds)
+
+    def mean(results):
+        first = results[0]
+        if isinstance(first, dict):
+            return {k: mean([r[k] for r in results]) for k in first}
+        if isinstance(first, bool):
+            return any(results)
+        return float(np.mean(results))
+
     print(f"backend {keras.backend.backend()}, ~{args.steps} steps, batch "
-          f"{args.batch_size}, metric {args.metric}")
+          f"{args.batch_size}, metric {args.metric}, mean of {args.seeds} "
+          "seed(s)")
     print("reached: kept / target (no controller: kept / dense); fit s: "
           "gated fit with the controller | the same model without it; "
           "hooks: time inside the controller's hooks, share of its fit")
     print(f"{'task':10} {'optimizer':9} {'budget':>6} {'reached':>8} "
           f"{'acc gated':>9} {'acc plain':>9} {'acc small':>9} "
+          f"{'acc sub':>7} "
           f"{'fit s with|without':>18} "
           "warned hooks")
     for task in args.tasks:
         for name in args.optimizers:
-            plain = plain_accuracy(task, name, args.steps, args.batch_size)
-            alone = run_case(task, name, None, args.steps, args.batch_size,
-                             args.metric)
+            plain = mean([plain_accuracy(task, name, args.steps,
+                                         args.batch_size, seed)
+                          for seed in seeds])
+            alone = mean([run_case(task, name, None, args.steps,
+                                   args.batch_size, args.metric, seed)
+                          for seed in seeds])
             print(f"{task:10} {name:9} {'none':>6} {alone['reached']:8.3f} "
-                  f"{alone['accuracy']:9.3f} {plain:9.3f} {'-':>9} "
+                  f"{alone['accuracy']:9.3f} {plain:9.3f} {'-':>9} {'-':>7} "
                   f"{'-':>9}|{alone['seconds']:<8.1f} -", flush=True)
             for budget in args.budgets:
-                r = run_case(task, name, budget, args.steps, args.batch_size,
-                             args.metric)
+                r = mean([run_case(task, name, budget, args.steps,
+                                   args.batch_size, args.metric, seed)
+                          for seed in seeds])
                 print(f"{task:10} {name:9} {budget:6.2f} {r['reached']:8.3f} "
                       f"{r['accuracy']:9.3f} {plain:9.3f} "
-                      f"{r['small_accuracy']:9.3f} "
+                      f"{r['small_accuracy']:9.3f} {r['sub_accuracy']:7.3f} "
                       f"{r['seconds']:9.1f}|{alone['seconds']:<8.1f} "
                       f"{'yes' if r['warned'] else 'no':6} "
                       f"{100 * r['own'] / r['seconds']:.1f}%", flush=True)

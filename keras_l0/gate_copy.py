@@ -19,12 +19,6 @@ _GATE_ARGUMENTS = ("l0_penalty", "penalty_form", "initial_keep_probability")
 # is every training sample (|logit(u)| <= 13.9 for the sampler's u).
 FIXED_LOG_ALPHA = 20.0
 
-# The default keep probability of `gate_model`: log α = 3.0, above the
-# 2.398 from which the inference gate is exactly 1, so that the gated copy
-# computes exactly what the trained model computes until its gates train.
-OPEN_KEEP_PROBABILITY = 0.99
-
-
 def gate_model(model, hidden_gates, input_gates=(), **gate_kwargs):
     """Copies `model` with trainable L0 gates on chosen recurrent layers.
 
@@ -44,8 +38,9 @@ def gate_model(model, hidden_gates, input_gates=(), **gate_kwargs):
         input_gates: names of the layers whose input features get gates.
         **gate_kwargs: further arguments of the gated layers:
             `l0_penalty`, `penalty_form`, `initial_keep_probability`
-            (default here 0.99: every inference gate starts exactly 1, so
-            the copy computes what `model` computes until it trains).
+            (the layers' default, 0.9999, starts every inference gate at
+            exactly 1, so the copy computes what `model` computes until it
+            trains).
 
     Returns:
         A new Keras model of the same kind; `model` is not modified.
@@ -73,7 +68,6 @@ def gate_model(model, hidden_gates, input_gates=(), **gate_kwargs):
         raise ValueError(
             "Name at least one layer in `hidden_gates` or `input_gates`."
         )
-    gate_kwargs.setdefault("initial_keep_probability", OPEN_KEEP_PROBABILITY)
     new_model, _ = _gated_copy(
         model, set(hidden_gates), set(input_gates), gate_kwargs
     )

@@ -443,3 +443,23 @@ def test_budget_controller_resumes_from_the_current_lambda():
     controller = BudgetController(0.5, update_every=100)
     model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[controller])
     assert controller.l0_scale == pytest.approx(4.0, rel=1e-6)
+
+
+def test_controller_starts_open_gates_where_they_can_be_ranked():
+    inputs = keras.Input((5, 6))
+    layer = keras_l0.GatedLSTM(8)
+    model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
+    cell = layer.cell
+    assert float(keras.ops.min(cell.input_log_alpha)) > 7.0  # the default
+    values = np.linspace(4.0, 9.0, cell.units).astype("float32")
+    values[:2] = [1.0, -5.0]
+    cell.hidden_log_alpha.assign(values)
+    controller = BudgetController(0.5, start_epoch=100)  # never shifts
+    controller.set_model(model)
+    controller.params = {"epochs": 1, "steps": 4}
+    controller.on_train_begin()
+    lowered = keras.ops.convert_to_numpy(cell.hidden_log_alpha)
+    expected = values.copy()
+    expected[2:] -= values[2] - BudgetController.ranking_log_alpha
+    np.testing.assert_allclose(lowered, expected, atol=1e-6)
+    assert float(keras.ops.max(cell.input_log_alpha)) == pytest.approx(3.0)

@@ -226,7 +226,11 @@ def build_parser():
         "dimensions",
     )
     parser.add_argument(
-        "--initial-keep-probability", type=float, default=0.9
+        "--initial-keep-probability",
+        type=float,
+        help="gated: P(gate != 0) at the start (default: 0.9 from scratch; "
+        "with --dense-model the package default, whose inference gates are "
+        "exactly 1, so the gated copy starts as the dense model)",
     )
     parser.add_argument(
         "--finetune-epochs",
@@ -550,11 +554,13 @@ def initial_model(args, config, data):
 def gate_kwargs(args):
     if args.model != "gated":
         return None
-    return dict(
-        l0_penalty=args.l0_penalty,
-        penalty_form=args.penalty_form,
-        initial_keep_probability=args.initial_keep_probability,
-    )
+    kwargs = dict(l0_penalty=args.l0_penalty, penalty_form=args.penalty_form)
+    keep = args.initial_keep_probability
+    if keep is None and args.dense_model is None:
+        keep = 0.9
+    if keep is not None:
+        kwargs["initial_keep_probability"] = keep
+    return kwargs
 
 
 def loaded_model(args):

@@ -160,7 +160,11 @@ def run_command(folder, shown=None, script="ptb_language_model.py"):
             continue
         if value is None or value is False or name == "resume":
             continue
-        if name == "initial_keep_probability" and value == 0.9:
+        if (
+            name == "initial_keep_probability"
+            and value == 0.9
+            and not state["args"].get("dense_model")
+        ):
             continue
         if name in ("seed", "l0_warmup", "budget_start", "finetune_hold") and value == 0:
             continue

@@ -36,6 +36,19 @@ def _positive(name, value, allow_none=False):
 CONTROLS = ("shift", "lambda")
 
 
+def _lower_open_gates(cell, ceiling):
+    """Moves a cell's gates above `ceiling` down as one group (order and
+    gaps kept) until the lowest of them is at `ceiling`."""
+    for variable in (cell.input_log_alpha, cell.hidden_log_alpha):
+        if variable is None:
+            continue
+        values = ops.convert_to_numpy(variable).copy()
+        high = values > ceiling
+        if high.any():
+            values[high] -= values[high].min() - ceiling
+            variable.assign(values)
+
+
 class BudgetController(ShiftControl, keras.callbacks.Callback):
     """Adapts λ and the gates' pace so that the gated layers end at a budget.
 
@@ -75,6 +88,13 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     variables then hold log α again. It warns once (a
     `UserWarning`) when the steps left cannot close enough gates to reach
     the target.
+
+    Start. The layers' default gates (keep probability 0.9999) train with
+    almost no noise, so an unpruned gated model learns as the plain layer
+    does; but there neither the data nor λ tells one gate from another. At
+    the start of `fit` the controller moves the gates above log α 3.0
+    (keep probability 0.99) down, as one group, to 3.0, where a fifth of
+    the training samples fall below 1 and the gradients rank the neurons.
 
     Do not combine it with `L0Warmup`, which also sets λ.
 
@@ -148,6 +168,10 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     1.01
     """
 
+    # Gates start `fit` at most here (keep probability 0.99): higher, the
+    # training gate is almost always 1, the data gradient and λ's
+    # (sigmoid'(log α + 1.6)) almost 0, and the gates cannot be ranked.
+    ranking_log_alpha = 3.0
     # Control constants, per update. Tuned on the generated task and on
     # `load_digits` (benchmarks/budget_landing.py) and a PTB language model.
     updates_per_epoch = 25
@@ -268,6 +292,7 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         for layer in layers.values():
             if hasattr(layer.cell, "gate_scale"):
                 layer.cell.set_gate_scale(1.0)
+                _lower_open_gates(layer.cell, self.ranking_log_alpha)
         self.size = self._sizer.kept()
         self._counter = ShiftCounter(self._sizer) if shift else None
         self.shift = 0.0

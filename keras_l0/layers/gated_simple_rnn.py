@@ -45,7 +45,7 @@ class GatedSimpleRNN(GatedRNNMixin, SimpleRNN):
         l0_penalty: Float λ >= 0, loss per expected surviving weight
             (or neuron, with `penalty_form="neurons"`). Default 1e-5.
         penalty_form: `"weights"` (default) or `"neurons"`.
-        initial_keep_probability: P(gate != 0) at initialisation (0.99).
+        initial_keep_probability: P(gate != 0) at initialisation (0.9999).
         activation, use_bias, kernel_initializer, recurrent_initializer,
         bias_initializer, kernel_regularizer, recurrent_regularizer,
         bias_regularizer, activity_regularizer, kernel_constraint,

@@ -30,7 +30,7 @@ from keras_l0 import structure
 
 PENALTY_FORMS = ("weights", "neurons")
 DEFAULT_L0_PENALTY = 1e-5
-DEFAULT_KEEP_PROBABILITY = 0.99
+DEFAULT_KEEP_PROBABILITY = 0.9999
 
 
 class GatedCellMixin:
