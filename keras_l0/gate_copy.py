@@ -19,6 +19,7 @@ _GATE_ARGUMENTS = ("l0_penalty", "penalty_form", "initial_keep_probability")
 # is every training sample (|logit(u)| <= 13.9 for the sampler's u).
 FIXED_LOG_ALPHA = 20.0
 
+
 def gate_model(model, hidden_gates, input_gates=(), **gate_kwargs):
     """Copies `model` with trainable L0 gates on chosen recurrent layers.
 
