@@ -135,30 +135,33 @@ class ShiftCounter:
 
     # -- learning the structure ------------------------------------------------
 
-    def _rows(self, flat):
-        saved = self.read()
-        self.write(flat)
-        try:
-            self.sizer._kept_key = None
-            rows = {row["name"]: row for row in self.sizer._rows()}
-        finally:
-            self.write(saved)
-            self.sizer._kept_key = None
+    def _rows(self, flat=None):
+        if flat is None:
+            rows = self.sizer.rows()
+        else:
+            saved = self.read()
+            self.write(flat)
+            try:
+                rows = self.sizer.rows()
+            finally:
+                self.write(saved)
+        rows = {row["name"]: row for row in rows}
         column = _KEPT_COLUMNS[self.sizer.metric]
         return [rows[name][column] for name in self.sizer.layers]
 
     def _learn(self):
         """Probes `keras_l0.summary` with single gates closed."""
         flat = self.read()
+        last = len(self.layers) - 1
         try:
-            base = self._rows(flat)
+            base = self._rows()
             for i, (s_in, s_h) in enumerate(self.slices):
                 if s_in is not None:
                     probe = flat.copy()
                     idx = s_in.start + int(np.argmax(flat[s_in]))
                     probe[idx] = -30.0
                     self.own[i] = self._rows(probe)[i] < base[i]
-                if s_h is not None:
+                if s_h is not None and i < last:
                     probe = flat.copy()
                     idx = s_h.start + int(np.argmax(flat[s_h]))
                     probe[idx] = -30.0

@@ -127,7 +127,7 @@ class _Sizer:
             for layer in self.layers.values()
         )
         self.twins = None if structure is None else self._twins(structure)
-        self._kept_key = None
+        self._cached = {}
         self.structure = None
         if metric in _KEPT_COLUMNS:
             self.structure = model if structure is None else structure
@@ -149,7 +149,7 @@ class _Sizer:
 
     def _check_plannable(self):
         try:
-            listed = {row["name"] for row in self._rows()}
+            listed = {row["name"] for row in self.rows()}
         except ShrinkError as e:
             reason = str(e)
         else:
@@ -168,7 +168,25 @@ class _Sizer:
             stacklevel=4,
         )
 
-    def _rows(self):
+    def rows(self, log_alphas=None):
+        """`keras_l0.summary`'s rows for the gates as they are now
+        (`log_alphas`: the current `log_alphas()`, if already read); they
+        depend on which gates are open only, and are remembered by that."""
+        if log_alphas is None:
+            log_alphas = self.log_alphas()
+        key = b"".join(
+            np.packbits(la > KEEP_THRESHOLD).tobytes() + b"|"
+            for pair in log_alphas
+            for la in pair
+            if la is not None
+        )
+        if key not in self._cached:
+            if len(self._cached) >= 16:
+                self._cached.clear()
+            self._cached[key] = self._summary_rows()
+        return self._cached[key]
+
+    def _summary_rows(self):
         with contextlib.ExitStack() as stack:
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
@@ -184,13 +202,19 @@ class _Sizer:
 
     def log_alphas(self):
         """The gate parameters, `[(input, hidden), ...]` float64 arrays."""
-        return [
-            tuple(
-                None if la is None else ops.convert_to_numpy(la).astype("float64")
-                for la in layer.cell.log_alphas()
+        pairs = []
+        for layer in self.layers.values():
+            cell = layer.cell
+            scale = float(ops.convert_to_numpy(cell.gate_scale))
+            pairs.append(
+                tuple(
+                    None
+                    if v is None
+                    else scale * ops.convert_to_numpy(v).astype("float64")
+                    for v in (cell.input_log_alpha, cell.hidden_log_alpha)
+                )
             )
-            for layer in self.layers.values()
-        ]
+        return pairs
 
     def count(self, log_alphas):
         """Size if the gates had `log_alphas`, each layer on its own."""
@@ -211,21 +235,14 @@ class _Sizer:
             log_alphas = self.log_alphas()
         if self.structure is None:
             return self.count(log_alphas)
-        # What shrink keeps depends on which gates are open only.
-        key = b"".join(
-            np.packbits(la > KEEP_THRESHOLD).tobytes() + b"|"
-            for pair in log_alphas
-            for la in pair
-            if la is not None
-        )
-        if key != self._kept_key:
-            column = _KEPT_COLUMNS[self.metric]
-            rows = self._rows()
-            self._kept_value = float(
-                sum(row[column] for row in rows if row["name"] in self.layers)
+        column = _KEPT_COLUMNS[self.metric]
+        return float(
+            sum(
+                row[column]
+                for row in self.rows(log_alphas)
+                if row["name"] in self.layers
             )
-            self._kept_key = key
-        return self._kept_value
+        )
 
 
 def model_size(model, metric="params"):
