@@ -458,6 +458,15 @@ def test_new_usage_errors(tmp_path, capsys):
         (gated + ["--dense-model", absent], "no such file: --dense-model"),
         (gated + ["--keep", "2,2,2"], "--keep needs --model magnitude"),
         (["--no-input-gates"], "--no-input-gates needs --model gated"),
+        (
+            gated + ["--budget-open-log-alpha", "2.2"],
+            "--budget-open-log-alpha needs --budget",
+        ),
+        (
+            gated + ["--budget", "0.3", "--budget-control", "lambda",
+                     "--budget-open-log-alpha", "2.2"],
+            "--budget-open-log-alpha needs --budget, shift control",
+        ),
         (gated + ["--from", existing], "--from needs --model retrain"),
         (gated + ["--lr", "0"], "--lr must be > 0"),
         (["--lr", "-1"], "--lr must be > 0"),

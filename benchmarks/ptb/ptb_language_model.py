@@ -216,6 +216,14 @@ def build_parser():
         "amount, the default; 'lambda' only adapts λ)",
     )
     parser.add_argument(
+        "--budget-open-log-alpha",
+        type=float,
+        help="gated, shift control: log α to which the controller raises "
+        "kept gates (BudgetController.open_log_alpha, default 3.75: the "
+        "training gate is almost always 1); lower keeps the hard-concrete "
+        "noise on kept neurons during the descent, a regulariser",
+    )
+    parser.add_argument(
         "--penalty-form", choices=("weights", "neurons"), default="weights"
     )
     parser.add_argument(
@@ -305,6 +313,10 @@ def check_args(args):
         raise UsageError("--l0-warmup needs --model gated")
     elif not args.input_gates:
         raise UsageError("--no-input-gates needs --model gated")
+    if args.budget_open_log_alpha is not None and (
+        args.budget is None or args.budget_control == "lambda"
+    ):
+        raise UsageError("--budget-open-log-alpha needs --budget, shift control")
     if args.model == "magnitude":
         if args.dense_model is None or args.keep is None:
             raise UsageError("--model magnitude needs --dense-model and --keep")
@@ -514,16 +526,17 @@ def l0_callbacks(args, plain):
             control["rise_gain"] = args.budget_rise_gain
         if args.budget_control is not None:
             control["control"] = args.budget_control
-        result.append(
-            callbacks.BudgetController(
-                args.budget,
-                metric=args.budget_metric,
-                warmup_epochs=args.budget_epochs,
-                start_epoch=args.budget_start,
-                model=plain,
-                **control,
-            )
+        controller = callbacks.BudgetController(
+            args.budget,
+            metric=args.budget_metric,
+            warmup_epochs=args.budget_epochs,
+            start_epoch=args.budget_start,
+            model=plain,
+            **control,
         )
+        if args.budget_open_log_alpha is not None:
+            controller.open_log_alpha = args.budget_open_log_alpha
+        result.append(controller)
     return result
 
 

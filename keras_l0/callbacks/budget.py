@@ -153,7 +153,7 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         gate_pace: the pace (log α per step) aimed at, or `None`.
         seconds: time spent inside the controller's hooks in the last
             `fit` (shift updates take at most 2% of the fit time, beyond
-            one update per 4% of `fit`, which always runs).
+            one update per 1/15 of `fit`, which always runs).
 
     At the end of every epoch, the logs get `"budget/size"`,
     `"budget/scheduled"`, `"budget/l0_scale"` and `"budget/gate_scale"`
@@ -194,7 +194,7 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
     # Shift control: updates over the whole of `fit`, the share of it held
     # at the target, and where closed and kept gates are put.
     shift_updates = 100
-    min_updates = 25
+    min_updates = 15
     time_share = 0.02
     hold_fraction = 0.3
     closed_log_alpha = -4.25
@@ -564,7 +564,10 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
 
     def _on_epoch_end(self, epoch, logs=None):
         self.model  # Under JAX, reading it syncs the trained variables.
-        self.size = self._sizer.kept()
+        if self._counter is not None and self._counter.exact:
+            self.size = self._counter.count(self._counter.read())
+        else:
+            self.size = self._sizer.kept()
         scheduled = self.scheduled_size(epoch + 1)
         scales = [
             float(ops.convert_to_numpy(layer.cell.gate_scale))
