@@ -463,3 +463,34 @@ def test_controller_starts_open_gates_where_they_can_be_ranked():
     expected[2:] -= values[2] - BudgetController.ranking_log_alpha
     np.testing.assert_allclose(lowered, expected, atol=1e-6)
     assert float(keras.ops.max(cell.input_log_alpha)) == pytest.approx(3.0)
+
+
+def test_controller_start_shares_its_summaries(monkeypatch):
+    # Two stacked gated layers: the start of `fit` needs the base rows
+    # once (plannability, kept size and the counter share them), one probe
+    # per input-gated layer and one per hidden-gated layer that feeds
+    # another, and no more `keras_l0.summary` calls than that.
+    from keras_l0.callbacks import sizing
+
+    calls = []
+    real = sizing.summary
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sizing, "summary", counted)
+    inputs = keras.Input((5, 6))
+    h = keras_l0.GatedLSTM(8, return_sequences=True)(inputs)
+    outputs = keras.layers.Dense(3)(keras_l0.GatedLSTM(4)(h))
+    model = keras.Model(inputs, outputs)
+    controller = BudgetController(0.5)
+    controller.set_model(model)
+    controller.params = {"epochs": 1, "steps": 4}
+    controller.on_train_begin()
+    assert controller._counter.exact
+    assert len(calls) == 1 + 2 + 1
+    size = controller.size
+    controller.on_epoch_end(0)
+    assert controller.size == size
+    assert len(calls) == 4
