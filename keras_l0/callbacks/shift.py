@@ -17,6 +17,7 @@ from keras import ops
 from keras_l0.callbacks.sizing import _KEPT_COLUMNS
 from keras_l0.callbacks.sizing import KEEP_THRESHOLD
 from keras_l0.callbacks.sizing import layer_size
+from keras_l0.callbacks.sizing import numpy_log_alphas
 
 
 class ShiftCounter:
@@ -70,13 +71,12 @@ class ShiftCounter:
     def read(self):
         """The current log α of every gate, one flat float64 array (with
         the scales last read or written)."""
-        parts = []
-        for layer, scale in zip(self.layers, self.scales):
-            cell = layer.cell
-            for variable in (cell.input_log_alpha, cell.hidden_log_alpha):
-                if variable is not None:
-                    theta = ops.convert_to_numpy(variable).astype("float64")
-                    parts.append(theta * scale)
+        parts = [
+            log_alpha
+            for layer, scale in zip(self.layers, self.scales)
+            for log_alpha in numpy_log_alphas(layer.cell, scale)
+            if log_alpha is not None
+        ]
         return np.concatenate(parts)
 
     def write(self, flat, scales=None):

@@ -98,6 +98,17 @@ def layer_size(layer, inputs, units, metric="params"):
 
 
 _GATES = ("input_log_alpha", "hidden_log_alpha")
+
+
+def numpy_log_alphas(cell, scale=None):
+    """`cell.log_alphas()` as float64 numpy arrays, read without tensor
+    ops (`scale`: the cell's `gate_scale`, if already known)."""
+    if scale is None:
+        scale = float(ops.convert_to_numpy(cell.gate_scale))
+    return tuple(
+        None if v is None else scale * ops.convert_to_numpy(v).astype("float64")
+        for v in (cell.input_log_alpha, cell.hidden_log_alpha)
+    )
 _KEPT_COLUMNS = {"params": "params_kept", "flops": "flops_per_step_kept"}
 
 
@@ -202,19 +213,7 @@ class _Sizer:
 
     def log_alphas(self):
         """The gate parameters, `[(input, hidden), ...]` float64 arrays."""
-        pairs = []
-        for layer in self.layers.values():
-            cell = layer.cell
-            scale = float(ops.convert_to_numpy(cell.gate_scale))
-            pairs.append(
-                tuple(
-                    None
-                    if v is None
-                    else scale * ops.convert_to_numpy(v).astype("float64")
-                    for v in (cell.input_log_alpha, cell.hidden_log_alpha)
-                )
-            )
-        return pairs
+        return [numpy_log_alphas(layer.cell) for layer in self.layers.values()]
 
     def count(self, log_alphas):
         """Size if the gates had `log_alphas`, each layer on its own."""
