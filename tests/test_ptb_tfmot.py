@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import sys
 
 import keras
@@ -126,3 +127,18 @@ def test_unreadable_model_is_one_error_line(tmp_path, capsys):
     assert ptb_tfmot.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot load" in err
+
+
+def test_other_backend_is_one_error_line(tmp_path):
+    script = os.path.join(STUDY_DIR, "ptb_tfmot.py")
+    model = tmp_path / "m.keras"
+    model.write_text("x")
+    result = subprocess.run(
+        [sys.executable, script, "--config", "tiny", "--dense-model",
+         str(model), "--sparsity", "0.5", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "error: needs KERAS_BACKEND=tensorflow" in result.stderr
+    assert "Traceback" not in result.stderr
