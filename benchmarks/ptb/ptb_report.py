@@ -184,7 +184,8 @@ def run_command(folder, shown=None, script="ptb_language_model.py"):
         else:
             argv += [flag, local_path(str(value))]
     argv.append(f"--out {shown or folder}")
-    return "KERAS_BACKEND=jax " + " ".join(
+    backend = "tensorflow" if script == "ptb_tfmot.py" else "jax"
+    return f"KERAS_BACKEND={backend} " + " ".join(
         shlex.quote(a) if " " not in a else a for a in argv
     )
 
