@@ -511,6 +511,30 @@ def test_time_limit_stops_the_running_jobs_and_the_same_command_resumes(
     assert _load(out / "progress.json")["status"] == "complete"
 
 
+def test_a_job_runs_under_its_own_backend(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    marker = out / "tfmot" / "results.json"
+    write_backend = [
+        sys.executable, "-c",
+        f"import json, os; os.makedirs({str(marker.parent)!r}, exist_ok=True); "
+        f"json.dump(os.environ['KERAS_BACKEND'], open({str(marker)!r}, 'w'))",
+    ]  # fmt: skip
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setattr(
+        ptb_reproduce,
+        "plan",
+        lambda args: [
+            ptb_reproduce.Job(
+                "tfmot", write_backend, env={"KERAS_BACKEND": "tensorflow"}
+            )
+        ],
+    )
+    assert ptb_reproduce.main(["--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("tfmot: KERAS_BACKEND=tensorflow ")
+    assert ptb_reproduce.main(["--out", str(out)]) == 0
+    assert _load(marker) == "tensorflow"
+
+
 def _report(args, tmp_path):
     env = dict(os.environ, KERAS_L0_PTB_DIR=_data_dir(), KERAS_BACKEND="tensorflow")
     return subprocess.run(
@@ -632,6 +656,8 @@ def test_baselines_follow_the_gated_run_with_its_budget(tmp_path, capsys):
         assert args.dense_model == os.path.join(out, "tiny-dense", "model.keras")
         assert args.out == os.path.join(out, f"tiny-{method}-0.5")
         assert args.config == "tiny" and args.eval_batch_size == 1
+        expected_env = {"KERAS_BACKEND": "tensorflow"} if method == "tfmot" else {}
+        assert job.env == expected_env
         if method == "tfmot":
             # Its own training loop: no --extra (TFMOT counts steps per batch).
             assert "--steps-per-execution" not in command

@@ -148,6 +148,34 @@ def test_freeze_gates_keeps_the_inference_output():
         np.testing.assert_array_equal(old, new)
 
 
+def test_freeze_gates_with_noise_keeps_open_gates_sampled():
+    model = _tiny_model(gated=True)
+    _set_gates(model)
+    tokens = np.random.default_rng(3).integers(0, VOCABULARY, (2, 7))
+    before = np.asarray(model(tokens, training=False))
+    layers = ptb_lm.chain_layers(model)
+    cells = [layer.cell for layer in layers if ptb_lm.is_gated(layer)]
+    open_before = [
+        np.array(cell.gates(training=False)[1]) > 0 for cell in cells
+    ]
+    ptb_lm.freeze_gates(layers, noise=True)
+    np.testing.assert_allclose(
+        np.asarray(model(tokens, training=False)), before, atol=1e-6
+    )
+    samples = [np.asarray(model(tokens, training=True)) for _ in range(3)]
+    assert not np.allclose(samples[0], samples[1])
+    for cell, was_open in zip(cells, open_before):
+        hidden = np.array(cell.hidden_log_alpha.value)
+        np.testing.assert_array_equal(hidden[~was_open], -20.0)
+        assert np.all(hidden[was_open] <= 9.0)
+        assert np.any(hidden[was_open] == 0.5)
+        for _ in range(3):
+            z = np.array(cell.gates(training=True)[1])
+            assert np.all(z[~was_open] == 0)
+    trainable = {v.path for v in model.trainable_variables}
+    assert not any("log_alpha" in path for path in trainable)
+
+
 def test_neuron_norms_count_every_removed_weight_once():
     model = _tiny_model()
     layers = [layer for layer in ptb_lm.chain_layers(model) if layer.weights]
@@ -466,6 +494,14 @@ def test_new_usage_errors(tmp_path, capsys):
             gated + ["--budget", "0.3", "--budget-control", "lambda",
                      "--budget-open-log-alpha", "2.2"],
             "--budget-open-log-alpha needs --budget, shift control",
+        ),
+        (
+            gated + ["--finetune-gate-noise"],
+            "--finetune-gate-noise needs --model gated, --finetune-epochs",
+        ),
+        (
+            ["--finetune-gate-noise"],
+            "--finetune-gate-noise needs --model gated, --finetune-epochs",
         ),
         (gated + ["--from", existing], "--from needs --model retrain"),
         (gated + ["--lr", "0"], "--lr must be > 0"),

@@ -85,6 +85,15 @@ COMMANDS = {
 # study's `--extra` training arguments (e.g. `--steps-per-execution`, which
 # would make TFMOT's per-batch pruning-step callback count every tenth step).
 OWN_TRAINING_LOOP = frozenset({"tfmot"})
+# Keras backends a method needs whatever the study runs under: TFMOT trains a
+# `tf_keras` twin and exports with TensorFlow.
+BACKENDS = {"tfmot": "tensorflow"}
+
+
+def environment(method):
+    """Environment variables that `method`'s job sets over the study's."""
+    backend = BACKENDS.get(method)
+    return {} if backend is None else {"KERAS_BACKEND": backend}
 
 
 def command(method, schedule):

@@ -268,6 +268,13 @@ def build_parser():
         "only the first epoch runs at --finetune-lr)",
     )
     parser.add_argument(
+        "--finetune-gate-noise",
+        action="store_true",
+        help="gated: keep sampling the open gates during the fine-tuning "
+        "epochs (fixed, not trained; closed gates stay closed) instead of "
+        "fixing every gate at its inference value",
+    )
+    parser.add_argument(
         "--dropout",
         type=float,
         help="dropout rate on the non-recurrent connections instead of the "
@@ -317,6 +324,10 @@ def check_args(args):
         args.budget is None or args.budget_control == "lambda"
     ):
         raise UsageError("--budget-open-log-alpha needs --budget, shift control")
+    if args.finetune_gate_noise and (
+        args.model != "gated" or not args.finetune_epochs
+    ):
+        raise UsageError("--finetune-gate-noise needs --model gated, --finetune-epochs")
     if args.model == "magnitude":
         if args.dense_model is None or args.keep is None:
             raise UsageError("--model magnitude needs --dense-model and --keep")
@@ -674,7 +685,7 @@ def train(args, config, data, run, plain, state):
             continue
         carried = ptb_lm.CarriedStateModel(plain, config.batch_size)
         if phase == "finetune":
-            ptb_lm.freeze_gates(carried.stack)
+            ptb_lm.freeze_gates(carried.stack, noise=args.finetune_gate_noise)
         ptb_lm.compile_model(
             carried,
             lr=config.lr,

@@ -506,7 +506,7 @@ def _scale_rows(variable, scale):
     variable.assign(ops.convert_to_numpy(variable.value) * scale[:, None])
 
 
-def freeze_gates(layers):
+def freeze_gates(layers, noise=False):
     """Fixes every gate of a chain at its inference value.
 
     Each gate whose inference value `z` is strictly between 0 and 1 is
@@ -518,9 +518,15 @@ def freeze_gates(layers):
     is unchanged. Applying it twice changes nothing more. Recompile the
     model afterwards.
 
+    With `noise=True` only the closed gates are fixed (at
+    `-FIXED_LOG_ALPHA`): the open ones keep their `log_alpha`, made
+    non-trainable, so training still samples them (hard-concrete noise as
+    a regulariser) while the inference output stays what it was.
+
     Args:
         layers: the layers of a chain (`chain_layers(model)` or
             `CarriedStateModel.stack`).
+        noise: keep sampling the open gates in training.
     """
     for index, layer in enumerate(layers):
         if not is_gated(layer):
@@ -530,6 +536,19 @@ def freeze_gates(layers):
             None if z is None else ops.convert_to_numpy(z).astype("float32")
             for z in cell.gates(training=False)
         )
+        if noise:
+            for z, log_alpha in (
+                (z_in, cell.input_log_alpha),
+                (z_h, cell.hidden_log_alpha),
+            ):
+                if z is None:
+                    continue
+                current = ops.convert_to_numpy(log_alpha.value)
+                log_alpha.assign(
+                    np.where(z > 0, current, -FIXED_LOG_ALPHA).astype("float32")
+                )
+                log_alpha.trainable = False
+            continue
         if z_in is not None:
             _scale_rows(cell.kernel, np.where(z_in > 0, z_in, 1.0))
         if z_h is not None:

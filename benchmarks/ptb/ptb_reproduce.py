@@ -17,7 +17,9 @@ instead (`ptb_language_model.py --model gated --dense-model`), with the
 magnitude baseline given the same epochs and learning rates.
 
 `--baselines iss,darb,lds,tfmot` (with `--from-dense`) adds the reviewer's
-baselines at each gated run's kept sizes (`ptb_baseline_commands.py`).
+baselines at each gated run's kept sizes (`ptb_baseline_commands.py`); the
+TFMOT job runs with `KERAS_BACKEND=tensorflow` whatever the study's backend
+(its `tf_keras` twin and export need TensorFlow).
 
 `--direct budget|kept` adds the direct-design baseline: a dense model of
 the pruned size trained from scratch with the configuration's recipe, of
@@ -58,6 +60,7 @@ from ptb_baseline_commands import COMMANDS
 from ptb_baseline_commands import OWN_TRAINING_LOOP
 from ptb_baseline_commands import Schedule
 from ptb_baseline_commands import command as baseline_command
+from ptb_baseline_commands import environment as baseline_environment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROG = os.path.basename(__file__)
@@ -117,6 +120,7 @@ class Job:
     argv: list
     after: tuple = ()
     make_argv: object = None
+    env: dict = dataclasses.field(default_factory=dict)
     process: object = None
     log: object = None
 
@@ -575,7 +579,8 @@ def plan(args):
                     )
 
                 later.append(
-                    Job(name, None, after=(dense, gated), make_argv=baseline_argv)
+                    Job(name, None, after=(dense, gated), make_argv=baseline_argv,
+                        env=baseline_environment(method))
                 )  # fmt: skip
             if recipe.from_dense:
                 continue
@@ -669,7 +674,8 @@ def main(argv=None):
     if args.dry_run:
         for job in jobs:
             argv = job.argv or ["<after", *job.after, ">"]
-            print(job.name + ": " + " ".join(argv))
+            env = [f"{name}={value}" for name, value in job.env.items()]
+            print(job.name + ": " + " ".join(env + argv))
         return 0
     os.makedirs(args.out, exist_ok=True)
     pending = [job for job in jobs if not done(args, job)]
@@ -719,7 +725,10 @@ def main(argv=None):
                     os.path.join(args.out, f"{job.name}.log"), "a", encoding="utf-8"
                 )
                 job.process = subprocess.Popen(
-                    argv, stdout=job.log, stderr=subprocess.STDOUT
+                    argv,
+                    stdout=job.log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **job.env},
                 )
                 pending.remove(job)
                 running.append(job)
