@@ -125,11 +125,17 @@ def test_fit_carries_state_across_batches_and_resets():
     assert math.exp(logs["nll"]) == pytest.approx(expected, rel=1e-5)
 
 
-def test_freeze_gates_keeps_the_inference_output():
+def _gated_model_and_output():
+    """A tiny gated model with closed, open and half-open gates, tokens and
+    its inference output on them."""
     model = _tiny_model(gated=True)
     _set_gates(model)
     tokens = np.random.default_rng(3).integers(0, VOCABULARY, (2, 7))
-    before = np.asarray(model(tokens, training=False))
+    return model, tokens, np.asarray(model(tokens, training=False))
+
+
+def test_freeze_gates_keeps_the_inference_output():
+    model, tokens, before = _gated_model_and_output()
     layers = ptb_lm.chain_layers(model)
     ptb_lm.freeze_gates(layers)
     np.testing.assert_allclose(
@@ -149,10 +155,7 @@ def test_freeze_gates_keeps_the_inference_output():
 
 
 def test_freeze_gates_with_noise_keeps_open_gates_sampled():
-    model = _tiny_model(gated=True)
-    _set_gates(model)
-    tokens = np.random.default_rng(3).integers(0, VOCABULARY, (2, 7))
-    before = np.asarray(model(tokens, training=False))
+    model, tokens, before = _gated_model_and_output()
     layers = ptb_lm.chain_layers(model)
     cells = [layer.cell for layer in layers if ptb_lm.is_gated(layer)]
     open_before = [
