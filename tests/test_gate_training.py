@@ -160,6 +160,35 @@ def test_warns_once_when_the_gates_cannot_move_fast_enough():
     assert sum("cannot reach" in str(w.message) for w in record) == 1
 
 
+@pytest.mark.parametrize("open_log_alpha", [None, 1.0])
+def test_open_log_alpha_sets_where_kept_gates_are_held(open_log_alpha):
+    from keras_l0.callbacks.sizing import KEEP_THRESHOLD
+    from keras_l0.callbacks.sizing import numpy_log_alphas
+
+    reached, model, _ = train(
+        keras.optimizers.Adam(), open_log_alpha=open_log_alpha
+    )
+    assert abs(reached - 1) <= 0.1, reached
+    # The hidden gates are counted (the input gates of a model input are not:
+    # its features cannot be removed).
+    hidden = numpy_log_alphas(model.layers[1].cell)[1]
+    lowest_kept = hidden[hidden > KEEP_THRESHOLD].min()
+    floor = BudgetController.open_log_alpha if open_log_alpha is None else 1.0
+    assert lowest_kept >= floor - 1e-4, lowest_kept
+    if open_log_alpha is not None:
+        assert lowest_kept < BudgetController.open_log_alpha, lowest_kept
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"open_log_alpha": 0}, {"open_log_alpha": "low"},
+     {"open_log_alpha": 1.0, "control": "lambda"}],
+)
+def test_rejects_a_bad_open_log_alpha(kwargs):
+    with pytest.raises(ValueError, match="open_log_alpha"):
+        BudgetController(0.5, **kwargs)
+
+
 def test_rejects_an_unknown_control():
     with pytest.raises(ValueError, match="control"):
         BudgetController(0.5, control="magic")

@@ -499,6 +499,10 @@ def test_new_usage_errors(tmp_path, capsys):
             "--budget-open-log-alpha needs --budget, shift control",
         ),
         (
+            gated + ["--budget", "0.3", "--budget-open-log-alpha", "0"],
+            "--budget-open-log-alpha must be > 0",
+        ),
+        (
             gated + ["--finetune-gate-noise"],
             "--finetune-gate-noise needs --model gated, --finetune-epochs",
         ),

@@ -324,6 +324,10 @@ def check_args(args):
         args.budget is None or args.budget_control == "lambda"
     ):
         raise UsageError("--budget-open-log-alpha needs --budget, shift control")
+    if args.budget_open_log_alpha is not None and not (
+        0 < args.budget_open_log_alpha < math.inf
+    ):
+        raise UsageError("--budget-open-log-alpha must be > 0")
     if args.finetune_gate_noise and (
         args.model != "gated" or not args.finetune_epochs
     ):
@@ -537,6 +541,8 @@ def l0_callbacks(args, plain):
             control["rise_gain"] = args.budget_rise_gain
         if args.budget_control is not None:
             control["control"] = args.budget_control
+        if args.budget_open_log_alpha is not None:
+            control["open_log_alpha"] = args.budget_open_log_alpha
         controller = callbacks.BudgetController(
             args.budget,
             metric=args.budget_metric,
@@ -545,8 +551,6 @@ def l0_callbacks(args, plain):
             model=plain,
             **control,
         )
-        if args.budget_open_log_alpha is not None:
-            controller.open_log_alpha = args.budget_open_log_alpha
         result.append(controller)
     return result
 

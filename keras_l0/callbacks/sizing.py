@@ -109,6 +109,8 @@ def numpy_log_alphas(cell, scale=None):
         None if v is None else scale * ops.convert_to_numpy(v).astype("float64")
         for v in (cell.input_log_alpha, cell.hidden_log_alpha)
     )
+
+
 _KEPT_COLUMNS = {"params": "params_kept", "flops": "flops_per_step_kept"}
 
 
