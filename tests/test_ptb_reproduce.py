@@ -511,6 +511,22 @@ def test_time_limit_stops_the_running_jobs_and_the_same_command_resumes(
     assert _load(out / "progress.json")["status"] == "complete"
 
 
+def test_gate_noise_flags_reach_the_gated_runs_only(tmp_path):
+    argv = ["--configs", "tiny", "--out", str(tmp_path), "--from-dense", "2",
+            "--initial-keep-probability", "0.77",
+            "--budget-open-log-alpha", "1.2"]  # fmt: skip
+    jobs = {job.name: job for job in ptb_reproduce.plan(
+        ptb_reproduce.build_parser().parse_args(argv))}  # fmt: skip
+    gated = ptb_language_model.build_parser().parse_args(
+        jobs["tiny-gated-0.5"].argv[2:]
+    )
+    assert gated.initial_keep_probability == 0.77
+    assert gated.budget_open_log_alpha == 1.2
+    dense = jobs["tiny-dense"].argv
+    assert "--initial-keep-probability" not in dense
+    assert "--budget-open-log-alpha" not in dense
+
+
 def test_a_job_runs_under_its_own_backend(tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
     marker = out / "tfmot" / "results.json"

@@ -247,6 +247,21 @@ def build_parser():
         "gated run's kept sizes, after it ('kept')",
     )
     parser.add_argument(
+        "--initial-keep-probability",
+        type=float,
+        metavar="P",
+        help="keep probability the gated runs' gates start at (passed on)",
+    )
+    parser.add_argument(
+        "--budget-open-log-alpha",
+        type=float,
+        metavar="LOG_ALPHA",
+        help="floor of the kept gates' log α in the gated runs (passed on; "
+        "e.g. 1.2 with --initial-keep-probability 0.77: noisy kept gates, "
+        "the regulariser that makes PTB small from dense beat its dense "
+        "model)",
+    )
+    parser.add_argument(
         "--baselines",
         type=_methods,
         default=(),
@@ -456,6 +471,13 @@ def plan(args):
             start += ["--budget-horizon", str(recipe.budget_horizon)]
         if recipe.budget_rise_gain is not None:
             start += ["--budget-rise-gain", f"{recipe.budget_rise_gain:g}"]
+        gate_noise = []
+        if args.initial_keep_probability is not None:
+            gate_noise += ["--initial-keep-probability",
+                           f"{args.initial_keep_probability:g}"]  # fmt: skip
+        if args.budget_open_log_alpha is not None:
+            gate_noise += ["--budget-open-log-alpha",
+                           f"{args.budget_open_log_alpha:g}"]  # fmt: skip
         for sizes_config, sizes in args.magnitude_sizes:
             if sizes_config != config:
                 continue
@@ -485,6 +507,7 @@ def plan(args):
                         gated,
                         [
                             *start,
+                            *gate_noise,
                             "--l0-penalty",
                             f"{recipe.l0_penalty:g}",
                             "--budget",
