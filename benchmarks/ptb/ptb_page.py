@@ -228,9 +228,11 @@ def plot(study, path):
     figure, axes = plt.subplots(
         1, len(panels), figsize=(5.5 * len(panels), 6), squeeze=False
     )
+    entries = 0
     for axis, (config, keys) in zip(axes[0], panels.items()):
         axis.set_title(f"PTB {config}")
         fastest = 1.0
+        dense_seen = set()
         for index, key in enumerate(keys):
             result = study["configs"][key]
             suffix = "" if key == config else f", {key.split(', ', 1)[1]}"
@@ -241,13 +243,16 @@ def plot(study, path):
             dense = result["dense"]
             if index == 0:
                 axis.axhline(dense["test_perplexity"], color="gray", ls="--")
-            axis.plot(
-                [1.0],
-                [dense["test_perplexity"]],
-                "kD",
-                fillstyle=style["fillstyle"],
-                label=f"dense (1x){suffix}",
-            )
+            if dense["test_perplexity"] not in dense_seen:
+                # Studies that share one dense model show it once.
+                dense_seen.add(dense["test_perplexity"])
+                axis.plot(
+                    [1.0],
+                    [dense["test_perplexity"]],
+                    "kD",
+                    fillstyle=style["fillstyle"],
+                    label=f"dense (1x){suffix}",
+                )
             for method in ("gated", "gated_retrained", *BASELINES):
                 marker, color = METHODS[method].marker, METHODS[method].color
                 label = METHODS[method].label
@@ -303,9 +308,12 @@ def plot(study, path):
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("LSTM-stack speedup, LiteRT 1 thread (x)")
         axis.set_ylabel("test perplexity")
-        axis.legend(
-            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15)
+        legend = axis.legend(
+            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2)
         )
+        entries = max(entries, len(legend.get_texts()))
+    # Room under the axes for the longest legend, the axes keeping 4 inches.
+    figure.set_size_inches(5.5 * len(panels), 5 + 0.15 * entries)
     figure.tight_layout()
     figure.savefig(path + ".tmp.png", dpi=110)
     os.replace(path + ".tmp.png", path)
