@@ -160,23 +160,54 @@ def test_warns_once_when_the_gates_cannot_move_fast_enough():
     assert sum("cannot reach" in str(w.message) for w in record) == 1
 
 
+class LowestKept(keras.callbacks.Callback):
+    """The lowest kept hidden log α of the model's GatedLSTM, per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.lowest = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_l0.callbacks.sizing import KEEP_THRESHOLD
+        from keras_l0.callbacks.sizing import numpy_log_alphas
+
+        # The hidden gates are counted (the input gates of a model input
+        # are not: its features cannot be removed).
+        hidden = numpy_log_alphas(self.model.layers[1].cell)[1]
+        self.lowest.append(hidden[hidden > KEEP_THRESHOLD].min())
+
+
 @pytest.mark.parametrize("open_log_alpha", [None, 1.0])
 def test_open_log_alpha_sets_where_kept_gates_are_held(open_log_alpha):
-    from keras_l0.callbacks.sizing import KEEP_THRESHOLD
-    from keras_l0.callbacks.sizing import numpy_log_alphas
-
-    reached, model, _ = train(
-        keras.optimizers.Adam(), open_log_alpha=open_log_alpha
+    # Gates started low (log α -0.39), as the option is meant to be used.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 16))
+    hidden = keras_l0.GatedLSTM(32, seed=0, initial_keep_probability=0.77)(
+        inputs
     )
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    x, y = task()
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    controller = BudgetController(0.25, open_log_alpha=open_log_alpha)
+    recorder = LowestKept()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=16, epochs=13, verbose=0,
+                  callbacks=[controller, recorder])
+    reached = model_size(model)[0] / controller.target_size
     assert abs(reached - 1) <= 0.1, reached
-    # The hidden gates are counted (the input gates of a model input are not:
-    # its features cannot be removed).
-    hidden = numpy_log_alphas(model.layers[1].cell)[1]
-    lowest_kept = hidden[hidden > KEEP_THRESHOLD].min()
     floor = BudgetController.open_log_alpha if open_log_alpha is None else 1.0
-    assert lowest_kept >= floor - 1e-4, lowest_kept
+    # From the first update on (after epoch 1), kept gates stay at the floor
+    # or above, give or take the optimizer's drift since the last update;
+    # with a low floor they sit at it during the descent (the shift lowers
+    # them, the floor stops them), with the default at 3.75 or above.
+    lowest = min(recorder.lowest[1:])
+    assert lowest >= floor - 0.5, recorder.lowest
     if open_log_alpha is not None:
-        assert lowest_kept < BudgetController.open_log_alpha, lowest_kept
+        assert lowest <= floor + 0.25, recorder.lowest
 
 
 @pytest.mark.parametrize(
