@@ -527,6 +527,32 @@ def test_gate_noise_flags_reach_the_gated_runs_only(tmp_path):
     assert "--budget-open-log-alpha" not in dense
 
 
+def test_small_from_dense_holds_its_kept_gates_noisy_by_default(tmp_path, capsys):
+    study = ["--configs", "small,medium", "--budgets", "small=0.3",
+             "--budgets", "medium=0.1", "--out", str(tmp_path),
+             "--from-dense", "4", "--gated-lr", "0.25", "--finetune-epochs", "3",
+             "--l0-penalty", "2e-6"]  # fmt: skip
+
+    def gated(argv, name):
+        jobs = _dry_run(capsys, argv)
+        return ptb_language_model.build_parser().parse_args(jobs[name][2:])
+
+    small = gated(study, "small-gated-0.3")
+    assert (small.initial_keep_probability, small.budget_open_log_alpha) == (0.77, 1.2)
+    medium = gated(study, "medium-gated-0.1")
+    assert (medium.initial_keep_probability, medium.budget_open_log_alpha) == (None, None)
+    plain = gated([*study, "--package-gate-defaults"], "small-gated-0.3")
+    assert (plain.initial_keep_probability, plain.budget_open_log_alpha) == (None, None)
+    chosen = gated([*study, "--budget-open-log-alpha", "2.2"], "small-gated-0.3")
+    assert (chosen.initial_keep_probability, chosen.budget_open_log_alpha) == (0.77, 2.2)
+    scratch = ["--configs", "small", "--budgets", "small=0.3", "--out", str(tmp_path)]
+    from_scratch = gated(scratch, "small-gated-0.3")
+    assert from_scratch.budget_open_log_alpha is None
+    for bad in (scratch, [*study, "--initial-keep-probability", "0.9"]):
+        assert ptb_reproduce.main([*bad, "--package-gate-defaults", "--dry-run"]) == 2
+        assert "--package-gate-defaults needs --from-dense" in capsys.readouterr().err
+
+
 def test_a_job_runs_under_its_own_backend(tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
     marker = out / "tfmot" / "results.json"
