@@ -219,6 +219,7 @@ def plot(study, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+    import matplotlib.transforms
 
     # One panel per configuration; a second study of a configuration
     # ("small, LABEL") joins its panel with dashed lines and open markers.
@@ -229,6 +230,7 @@ def plot(study, path):
         1, len(panels), figsize=(5.5 * len(panels), 6), squeeze=False
     )
     entries = 0
+    legends = []
     for axis, (config, keys) in zip(axes[0], panels.items()):
         axis.set_title(f"PTB {config}")
         fastest = 1.0
@@ -308,9 +310,18 @@ def plot(study, path):
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("LSTM-stack speedup, LiteRT 1 thread (x)")
         axis.set_ylabel("test perplexity")
+        # Under its axes; the first panel's from the figure's left edge, so
+        # that a legend wider than its panel runs right, not off the figure.
+        first = not legends
         legend = axis.legend(
-            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2)
+            fontsize=7,
+            loc="upper left" if first else "upper center",
+            bbox_to_anchor=(0.005 if first else 0.5, -0.2),
+            bbox_transform=matplotlib.transforms.blended_transform_factory(
+                figure.transFigure if first else axis.transAxes, axis.transAxes
+            ),
         )
+        legends.append(legend)
         entries = max(entries, len(legend.get_texts()))
     # Room under the axes for the longest legend, the axes keeping 4 inches.
     figure.set_size_inches(5.5 * len(panels), 5 + 0.15 * entries)
