@@ -99,10 +99,11 @@ def main():
     args = parser.parse_args()
     if args.seeds < 1 or not 0 < args.budget <= 1 or args.units < 1:
         parser.error("need --seeds >= 1, 0 < --budget <= 1, --units >= 1")
+    features = digits_task()[0].shape[-1]
     print(f"load_digits, GatedLSTM({args.units}), ~{args.steps} steps, batch "
           f"{args.batch_size}, BudgetController({args.budget}), mean of "
           f"{args.seeds} seed(s); target width "
-          f"{target_width(8, args.units, args.budget):.1f}")
+          f"{target_width(features, args.units, args.budget):.1f}")
     print(f"{'optimizer':9} {'default':>8} {'target width':>12}")
     for name in args.optimizers:
         means = [
