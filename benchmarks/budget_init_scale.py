@@ -1,22 +1,16 @@
-"""Gated models initialised at the scale of their target width.
+"""Gated models with and without `BudgetController(width_init=...)`.
 
 A `GatedLSTM(64)` pruned to a quarter of its parameters keeps about 30
 units, with the initial weight scale of a 64-unit layer (Glorot and
 orthogonal initialisers shrink with the width) and a head initialised for 64
 inputs. In a short run it then learns less than a fresh `LSTM(30)`
-(`budget_landing.py`'s `acc small`). This study trains, on `load_digits`
-(`budget_landing.digits_task`) under `BudgetController(budget)`, per
-optimizer and seed, the same gated model twice, side by side:
-
-- `default`: Keras's initialisers;
-- `target width`: the LSTM kernel, recurrent kernel and the head's kernel
-  drawn with the variance that Keras gives a layer of the width `w` that
-  holds `budget` of the parameters (kernel: Glorot with `(d + 4u) / (d +
-  4w)` times the variance, recurrent kernel: orthogonal with gain
-  `sqrt(u / w)`, head: Glorot with `(u + c) / (w + c)`), everything else
-  the same.
-
-It prints the mean test accuracy of both.
+(`budget_landing.py`'s `acc small`). The controller's `width_init` (on by
+default) rescales a new model's LSTM kernel, recurrent kernel and head kernel
+to the variance Keras gives the kept width (`keras_l0.callbacks.width_init`).
+This study trains, on `load_digits` (`budget_landing.digits_task`) under
+`BudgetController(budget)`, per optimizer and seed, the same gated model
+twice, side by side, with `width_init=False` and `True`, and prints the mean
+test accuracy of both and the factors applied.
 
     python benchmarks/budget_init_scale.py --seeds 10
 """
@@ -41,50 +35,25 @@ from budget_landing import train  # noqa: E402
 from keras_l0.callbacks import BudgetController  # noqa: E402
 
 
-def target_width(inputs, units, budget):
-    """The width `w` of an LSTM on `inputs` features with `budget` of the
-    parameters of one with `units` (4 (w (d + w) + w) = budget x dense)."""
-    dense = units * (inputs + units) + units
-    return (-(inputs + 1) + math.sqrt((inputs + 1) ** 2 + 4 * budget * dense)) / 2
-
-
-def build(x, classes, units, seed, width=None):
+def build(x, classes, units, seed):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(x.shape[1:])
-    lstm, head = {}, {}
-    if width is not None:
-        d = x.shape[-1]
-        lstm = dict(
-            kernel_initializer=keras.initializers.VarianceScaling(
-                (d + 4 * units) / (d + 4 * width), "fan_avg", "uniform",
-                seed=seed,
-            ),
-            recurrent_initializer=keras.initializers.Orthogonal(
-                math.sqrt(units / width), seed=seed
-            ),
-        )
-        head = dict(
-            kernel_initializer=keras.initializers.VarianceScaling(
-                (units + classes) / (width + classes), "fan_avg", "uniform",
-                seed=seed,
-            )
-        )
-    hidden = keras_l0.GatedLSTM(units, seed=seed, **lstm)(inputs)
-    return keras.Model(inputs, keras.layers.Dense(classes, **head)(hidden))
+    hidden = keras_l0.GatedLSTM(units, seed=seed)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(classes)(hidden))
 
 
-def run(optimizer, budget, steps, batch_size, units, seed, scaled):
+def run(optimizer, budget, steps, batch_size, units, seed, width_init):
+    """Test accuracy, and the factors `width_init` applied."""
     x, y, x_test, y_test = digits_task(seed)
-    classes = int(y.max()) + 1
-    width = target_width(x.shape[-1], units, budget) if scaled else None
-    model = build(x, classes, units, seed, width)
+    model = build(x, int(y.max()) + 1, units, seed)
     epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
+    controller = BudgetController(budget, width_init=width_init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(model, OPTIMIZERS[optimizer](), x, y, epochs, batch_size,
-              [BudgetController(budget)])
-    return accuracy(model, x_test, y_test)
+              [controller])
+    return accuracy(model, x_test, y_test), controller.rescaled
 
 
 def main():
@@ -99,20 +68,22 @@ def main():
     args = parser.parse_args()
     if args.seeds < 1 or not 0 < args.budget <= 1 or args.units < 1:
         parser.error("need --seeds >= 1, 0 < --budget <= 1, --units >= 1")
-    features = digits_task()[0].shape[-1]
     print(f"load_digits, GatedLSTM({args.units}), ~{args.steps} steps, batch "
           f"{args.batch_size}, BudgetController({args.budget}), mean of "
-          f"{args.seeds} seed(s); target width "
-          f"{target_width(features, args.units, args.budget):.1f}")
-    print(f"{'optimizer':9} {'default':>8} {'target width':>12}")
+          f"{args.seeds} seed(s)")
+    print(f"{'optimizer':9} {'width_init=False':>16} {'True':>6}")
     for name in args.optimizers:
-        means = [
-            np.mean([run(name, args.budget, args.steps, args.batch_size,
-                         args.units, seed, scaled)
-                     for seed in range(args.seeds)])
-            for scaled in (False, True)
+        results = [
+            [run(name, args.budget, args.steps, args.batch_size, args.units,
+                 seed, width_init)
+             for seed in range(args.seeds)]
+            for width_init in (False, True)
         ]
-        print(f"{name:9} {means[0]:8.3f} {means[1]:12.3f}", flush=True)
+        means = [np.mean([acc for acc, _ in arm]) for arm in results]
+        print(f"{name:9} {means[0]:16.3f} {means[1]:6.3f}", flush=True)
+    factors = ", ".join(f"{path} x{f:.3f}"
+                        for path, f in results[1][0][1].items())
+    print(f"factors applied: {factors or 'none'}")
 
 
 if __name__ == "__main__":

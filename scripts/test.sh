@@ -18,6 +18,7 @@ multi_backend=(
   tests/test_layers.py
   tests/test_callbacks.py
   tests/test_gate_training.py
+  tests/test_width_init.py
   tests/test_gate_copy.py
   tests/test_shrink.py
   tests/test_shrink_catalogue.py

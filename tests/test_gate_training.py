@@ -192,6 +192,11 @@ def test_open_log_alpha_sets_where_kept_gates_are_held(open_log_alpha):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     controller = BudgetController(0.25, open_log_alpha=open_log_alpha)
+    # Every scheduled update runs, none skipped for its time share: the
+    # optimizer's drift between two updates grows with the gap (a loaded
+    # machine skipped updates for up to 13 steps, and a kept gate drifted
+    # from 3.75 to -1.5 in them).
+    controller.time_share = math.inf
     recorder = LowestKept()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,7 +7,9 @@
 - `BudgetController` adapts λ, and the pace at which the optimizer moves
   the gates, so that the gated layers end at a chosen size: parameters,
   FLOPs per time step or neurons, counted as `keras_l0.shrink` will cut
-  them.
+  them. On a new model it first rescales the gated layers' weights, and
+  those of the `Dense` layers that read them, to the scale of the width the
+  target keeps (`keras_l0.callbacks.width_init`).
 
 A gated layer is named by its path in the model: its name, or
 `"<wrapper>/<name>"` for a direction of a `Bidirectional` layer (e.g.

@@ -8,13 +8,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_l0.callbacks.sizing import KEEP_THRESHOLD
+from keras_l0.callbacks.lambda_control import LambdaControl
+from keras_l0.callbacks.shift import ShiftControl
+from keras_l0.callbacks.shift import ShiftCounter
 from keras_l0.callbacks.sizing import _check_metric
 from keras_l0.callbacks.sizing import _Sizer
-from keras_l0.callbacks.shift import ShiftCounter
-from keras_l0.callbacks.shift import ShiftControl
 from keras_l0.callbacks.warmup import _check_int
 from keras_l0.callbacks.warmup import _steps_per_epoch
+from keras_l0.callbacks.width_init import scale_to_kept_width
 from keras_l0.layers.gating import DEFAULT_L0_PENALTY
 
 
@@ -49,7 +50,7 @@ def _lower_open_gates(cell, ceiling):
             variable.assign(values)
 
 
-class BudgetController(ShiftControl, keras.callbacks.Callback):
+class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     """Adapts λ and the gates' pace so that the gated layers end at a budget.
 
     The budget is a size of the gated layers after `keras_l0.shrink`:
@@ -152,6 +153,18 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
             trained dense model at 30%, gates started at keep probability
             0.77 with 1.2: test perplexity 110.2 against 113.1); on small
             tasks that do not overfit it costs accuracy.
+        width_init: bool. `True` (default): at the start of `fit`, if the
+            gated layers still hold the weights their initialisers drew (a
+            new model, not trained, loaded or copied from a trained one),
+            their kernels and the kernels of the `Dense` layers that read
+            them are rescaled to the variance that Keras's width-dependent
+            initialisers (Glorot, He, LeCun, orthogonal) give the width the
+            target keeps (`keras_l0.callbacks.width_init`). A wide layer's
+            weights are drawn smaller than a narrow one's; without this the
+            kept neurons start as small as in the dense layer and, in a
+            short run, learn less than a fresh layer of the kept size (on
+            `load_digits` at 25% and 500 steps it gains 0.4 to 10 points
+            of accuracy, depending on the optimizer).
         verbose: 0 (default) for silence, 1 to print one line per epoch.
 
     Attributes:
@@ -161,6 +174,8 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         l0_scale: the current factor on every layer's `l0_penalty`
             argument.
         gate_pace: the pace (log α per step) aimed at, or `None`.
+        rescaled: `{variable path: factor}` that `width_init` applied at
+            the start of the last `fit` (empty if none).
         seconds: time spent inside the controller's hooks in the last
             `fit` (shift updates take at most 2% of the fit time, beyond
             one update per 1/15 of `fit`, which always runs).
@@ -224,6 +239,7 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         model=None,
         control="shift",
         open_log_alpha=None,
+        width_init=True,
         verbose=0,
     ):
         super().__init__()
@@ -269,6 +285,7 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         self.horizon = horizon
         self.pace = pace
         self.structure = model
+        self.width_init = bool(width_init)
         self.verbose = verbose
 
     # -- set up -------------------------------------------------------------
@@ -307,6 +324,11 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
                 f"of the gated layers, {self.dense_size:g}."
             )
         layers = self._sizer.layers
+        self.rescaled = {}
+        if self.width_init:
+            self.rescaled = scale_to_kept_width(
+                self.model, layers, self.target_size, self.metric
+            )
         for layer in layers.values():
             if hasattr(layer.cell, "gate_scale"):
                 layer.cell.set_gate_scale(1.0)
@@ -409,110 +431,6 @@ class BudgetController(ShiftControl, keras.callbacks.Callback):
         self.l0_scale = math.exp(log_scale)
         for name, layer in self._sizer.layers.items():
             layer.cell.l0_penalty.assign(self._reference[name] * self.l0_scale)
-
-    # -- forecast and pace ----------------------------------------------------
-
-    def _split(self, flat, log_alphas):
-        out, start = [], 0
-        for pair in log_alphas:
-            part = []
-            for la in pair:
-                if la is None:
-                    part.append(None)
-                else:
-                    part.append(flat[start : start + la.size])
-                    start += la.size
-            out.append(part)
-        return out
-
-    def _track(self, log_alphas, steps):
-        """Updates the running per-step velocity of every log α."""
-        flat = np.concatenate(
-            [la for pair in log_alphas for la in pair if la is not None]
-        )
-        if self._previous is not None and steps > 0:
-            step = (flat - self._previous) / steps
-            self._velocity = (
-                step
-                if self._velocity is None
-                else self.velocity_smoothing * self._velocity
-                + (1 - self.velocity_smoothing) * step
-            )
-        self._previous = flat
-
-    def _forecast(self, log_alphas):
-        """Kept size `horizon` updates ahead if every gate keeps drifting
-        at its recent pace."""
-        if self._velocity is None or not self._horizon:
-            return self.size
-        ahead = self._previous + (
-            self._horizon * self._update_every * self._velocity
-        )
-        now = self._sizer.count(log_alphas)
-        if now == 0:
-            return self.size
-        future = self._sizer.count(self._split(ahead, log_alphas))
-        return self.size * future / now
-
-    def _adapt_pace(self, log_alphas, behind):
-        """Sets each layer's gate scale so that its moving gates travel at
-        `gate_pace` log α per step: faster only while the size is behind
-        the schedule (gates at rest are not hurried), slower whenever they
-        run faster."""
-        if self.gate_pace is None or self._velocity is None:
-            return
-        low, high = self.scale_bounds
-        velocities = self._split(self._velocity, log_alphas)
-        for layer, pair in zip(self._sizer.layers.values(), velocities):
-            speed = np.abs(np.concatenate([v for v in pair if v is not None]))
-            observed = float(np.quantile(speed, 0.9))
-            scale = float(ops.convert_to_numpy(layer.cell.gate_scale))
-            ratio = math.sqrt(self.gate_pace / max(observed, 1e-12))
-            ratio = min(self.max_scale_step, max(1 / self.max_scale_step, ratio))
-            if ratio > 1 and not behind:
-                continue
-            new = min(high, max(low, scale * ratio))
-            if abs(new / scale - 1) > 0.05:
-                layer.cell.set_gate_scale(new)
-
-    def _check_reachable(self, log_alphas, epoch):
-        """Warns once if the gates that must still close cannot get there
-        in the steps left, at the pace they can move."""
-        if self._warned or self.size <= self.target_size * 1.1:
-            return
-        left = (self._epochs - epoch) * self._steps
-        flat = self._previous
-        open_ = np.sort(flat[flat > KEEP_THRESHOLD])
-        if not open_.size:
-            return
-        pace = self.gate_pace
-        if pace is None:
-            pace = float(np.quantile(np.abs(self._velocity), 0.9))
-        else:
-            pace = max(pace, self.max_pace)
-        # The nearest gates close first: how far must the last one needed go?
-        need, lo, hi = open_[-1], 0, open_.size
-        while lo < hi:
-            mid = (lo + hi) // 2
-            closed = np.where(flat <= open_[mid], -np.inf, flat)
-            if self._sizer.count(self._split(closed, log_alphas)) <= (
-                self.target_size
-            ):
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo < open_.size:
-            need = open_[lo]
-        steps_needed = (need - KEEP_THRESHOLD) / max(pace, 1e-12)
-        if steps_needed > left:
-            self._warn(
-                f"{self.size:,.0f} {self.metric} kept, target "
-                f"{self.target_size:,.0f}; the gates that must still close "
-                f"need about {steps_needed:,.0f} steps at {pace:.2g} log α "
-                f"per step, and {left:,.0f} are left. Train longer"
-                + (", or let it set the pace (pace='auto')." if
-                   self.gate_pace is None else ".")
-            )
 
     # -- control --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ cuDNN path) on gated copies of the kernels, computed once per batch.
 """
 
 import contextlib
+import hashlib
 import math
 
 from keras import backend
@@ -113,6 +114,28 @@ class GatedCellMixin:
                 trainable=False,
                 autocast=False,
             )
+        self._initial_digest = self._weights_digest()
+
+    def _weights_digest(self):
+        try:
+            arrays = [
+                ops.convert_to_numpy(w)
+                for w in (self.kernel, self.recurrent_kernel)
+            ]
+        except Exception:
+            # Built inside a traced function: the values are not concrete.
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        for array in arrays:
+            digest.update(array.tobytes())
+        return digest.digest()
+
+    def holds_initial_weights(self):
+        """Whether the kernel and recurrent kernel still hold the values
+        drawn by their initialisers when the cell was built (no training,
+        loading or `set_weights` since). `False` when that is not known."""
+        initial = getattr(self, "_initial_digest", None)
+        return initial is not None and initial == self._weights_digest()
 
     def load_own_variables(self, store):
         # Files written before `gate_scale` existed hold one variable less.
