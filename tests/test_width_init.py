@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+import architectures
 import keras_l0
 from keras_l0.callbacks import BudgetController
+from keras_l0.callbacks import layer_size
 from keras_l0.callbacks import named_gated_layers
 from keras_l0.callbacks.width_init import factor
 from keras_l0.callbacks.width_init import kept_fraction
@@ -208,3 +210,25 @@ def test_models_with_given_weights_are_not_rescaled(how, tmp_path):
     for path, value in weights(model).items():
         np.testing.assert_array_equal(value, before[path])
 
+
+
+@pytest.mark.parametrize("case", architectures.ALL_CASES, ids=str)
+def test_every_catalogue_architecture_is_rescaled(case):
+    keras.utils.set_random_seed(0)
+    model = case.build()
+    layers = named_gated_layers(model)
+    before = weights(model)
+    dense = sum(
+        layer_size(layer, layer.cell.input_dim, layer.cell.units)
+        for layer in layers.values()
+    )
+    applied = scale_to_kept_width(model, layers, 0.5 * dense, "params")
+    for layer in layers.values():
+        cell = layer.cell
+        for weight in (cell.kernel, cell.recurrent_kernel):
+            assert applied[weight.path] > 1.0, weight.path
+    after = weights(model)
+    for path, value in before.items():
+        np.testing.assert_allclose(
+            after[path], value * applied.get(path, 1.0), rtol=1e-6
+        )
