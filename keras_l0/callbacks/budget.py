@@ -84,7 +84,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     can cross from open to closed in a third of the descent, whatever the
     optimizer, its learning rate or the data-set size. Weights keep the
     user's optimizer and learning rate. Under `control="shift"` every k is
-    1 again once the schedule holds (the last 30% of `fit`), so closed gates
+    1 again once the schedule holds (the last 15% of `fit`), so closed gates
     stay closed between updates; under `"lambda"` at the end of `fit`. The
     variables then hold log α again. It warns once (a
     `UserWarning`) when the steps left cannot close enough gates to reach
@@ -104,12 +104,16 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             (0, 1] a fraction of the dense size of the gated layers.
         metric: `"params"` (default), `"flops"` or `"neurons"`.
         warmup_epochs: number > 0 of epochs (fractions allowed) from the
-            starting size to the target. Default `None`: half of the epochs
-            of `fit` after `start_epoch`.
+            starting size to the target. Default `None`: under
+            `control="shift"` until 85% of the epochs of `fit` (the rest
+            holds the target); under `"lambda"` half of the epochs after
+            `start_epoch`.
         start_epoch: number >= 0 of epochs (fractions allowed) at which
-            the schedule starts to move. Default `None`: after a tenth of
-            the epochs of `fit`, so that the data gradients tell useful
-            neurons from useless ones before λ rises.
+            the schedule starts to move. Default `None`: under
+            `control="shift"` after 30% of the epochs of `fit` (the network
+            learns at full width first: in a short run a wider layer learns
+            faster; and the data gradients rank the neurons before any
+            closes); under `"lambda"` after a tenth of them.
         update_every: int >= 1, batches between two updates. Default
             `None`: 25 updates per epoch, at most one per batch.
         horizon: int >= 0, how many updates ahead the forecast looks
@@ -203,7 +207,8 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     rise_gain = 0.05
     fall_gain = 1.0
     log_range = 12.0
-    start_fraction = 0.1
+    start_fraction = 0.3
+    lambda_start_fraction = 0.1
     proportional_gain = 2.0
     max_log_scale = math.log(1e6)
     velocity_smoothing = 0.7
@@ -221,7 +226,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     shift_updates = 100
     min_updates = 15
     time_share = 0.02
-    hold_fraction = 0.3
+    hold_fraction = 0.15
     closed_log_alpha = -4.25
     open_log_alpha = 3.75
     max_gap_log_alpha = 1.0
@@ -306,7 +311,9 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         )
         self._start = self.start_epoch
         if self._start is None:
-            self._start = self.start_fraction * self._epochs
+            self._start = self._epochs * (
+                self.start_fraction if shift else self.lambda_start_fraction
+            )
         self._warmup = self.warmup_epochs or max(
             1.0 / self._steps,
             (1 - self.hold_fraction) * self._epochs - self._start
