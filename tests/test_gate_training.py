@@ -290,3 +290,33 @@ def test_default_gates_learn_as_the_plain_layer():
     plain = mean(lambda seed: keras.layers.LSTM(32, seed=seed))
     gated = mean(lambda seed: keras_l0.GatedLSTM(32, seed=seed))
     assert gated >= plain - 0.015, (gated, plain)
+
+
+def test_gates_stay_open_until_the_schedule_starts():
+    # A strong λ at the controller's fast gate pace pulled every gate down
+    # together before the descent began (the feature-selection demo's size
+    # was 19% of dense at the start, and the first shift put it back): the
+    # controller lifts them, as one group, to the ranking level.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 16))
+    hidden = keras_l0.GatedLSTM(32, seed=0, l0_penalty=1e-3)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    x, y = task()
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    controller = BudgetController(0.25)
+    controller.time_share = math.inf
+    recorder = LowestKept()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = model.fit(x, y, batch_size=16, epochs=10, verbose=0,
+                            callbacks=[controller, recorder])
+    before = math.floor(BudgetController.start_fraction * 10)
+    dense = model_size(model)[1]
+    sizes = history.history["budget/size"][:before]
+    assert sizes == [dense] * before, sizes
+    lowest = recorder.lowest[:before]
+    assert min(lowest) >= BudgetController.ranking_log_alpha - 1.0, lowest
+    assert abs(model_size(model)[0] / controller.target_size - 1) <= 0.1

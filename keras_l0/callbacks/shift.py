@@ -342,10 +342,22 @@ class ShiftControl:
             scales = [1.0] * len(self._counter.scales)
         else:
             scales = self._shift_pace(flat, steps)
-        if epoch < self._start:  # Only the pace, before the schedule.
-            if scales != self._counter.scales:
-                self._counter.write(flat, scales)
-            self._after = flat
+        if epoch < self._start:
+            # Before the schedule the gates are lifted, as one group, so
+            # that none is below where the ranking starts: λ at a fast pace
+            # would otherwise pull all of them down together (noisier
+            # gates, and a collapse that the first shift has to undo).
+            new = flat.copy()
+            counted = self._counted
+            if counted.any():
+                new[counted] += max(
+                    0.0, self.ranking_log_alpha - flat[counted].min()
+                )
+            if scales != self._counter.scales or np.any(
+                np.abs(new - flat) > 1e-6
+            ):
+                self._counter.write(new, scales)
+            self._after = new
             return
         self.size, self._after = self._position(
             self.scheduled_size(epoch), flat, scales
