@@ -96,6 +96,9 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     the start of `fit` the controller moves the gates above log α 3.0
     (keep probability 0.99) down, as one group, to 3.0, where a fifth of
     the training samples fall below 1 and the gradients rank the neurons.
+    Under `control="shift"`, until the descent starts, every update lifts
+    the counted gates as one group so that none is below 3.0: no gate
+    closes before the schedule asks.
 
     Do not combine it with `L0Warmup`, which also sets λ.
 
