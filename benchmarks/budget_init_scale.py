@@ -1,4 +1,5 @@
-"""Gated models with and without `BudgetController(width_init=...)`.
+"""Gated models with and without `BudgetController(width_init=...)` (or
+`width_pace=...`).
 
 A `GatedLSTM(64)` pruned to a quarter of its parameters keeps about 30
 units, with the initial weight scale of a 64-unit layer (Glorot and
@@ -10,9 +11,19 @@ to the variance Keras gives the kept width (`keras_l0.callbacks.width_init`).
 This study trains, on `load_digits` (`budget_landing.digits_task`) under
 `BudgetController(budget)`, per optimizer and seed, the same gated model
 twice, side by side, with `width_init=False` and `True`, and prints the mean
-test accuracy of both and the factors applied.
+test accuracy of both, the plain `LSTM(units)`'s trained as long, and the
+factors applied.
+
+`--switch width_pace` compares `width_pace=False` and `True` instead (both
+with `width_init`): as units close, the controller scales the steps on the
+weights that read them by dense / kept units, so the kept network learns at
+the dense network's pace (`keras_l0.callbacks.width_pace`).
+`--every-update` runs every controller update (its time share unbounded), so
+that machine load does not move the comparison.
 
     python benchmarks/budget_init_scale.py --seeds 10
+    python benchmarks/budget_init_scale.py --switch width_pace --seeds 10 \
+        --every-update
 """
 
 import argparse
@@ -31,6 +42,7 @@ import keras_l0  # noqa: E402
 from budget_landing import OPTIMIZERS  # noqa: E402
 from budget_landing import accuracy  # noqa: E402
 from budget_landing import digits_task  # noqa: E402
+from budget_landing import plain_accuracy  # noqa: E402
 from budget_landing import train  # noqa: E402
 from keras_l0.callbacks import BudgetController  # noqa: E402
 
@@ -43,12 +55,15 @@ def build(x, classes, units, seed):
     return keras.Model(inputs, keras.layers.Dense(classes)(hidden))
 
 
-def run(optimizer, budget, steps, batch_size, units, seed, width_init):
+def run(optimizer, budget, steps, batch_size, units, seed, switch, on,
+        every_update=False):
     """Test accuracy, and the factors `width_init` applied."""
     x, y, x_test, y_test = digits_task(seed)
     model = build(x, int(y.max()) + 1, units, seed)
     epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
-    controller = BudgetController(budget, width_init=width_init)
+    controller = BudgetController(budget, **{switch: on})
+    if every_update:
+        controller.time_share = math.inf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(model, OPTIMIZERS[optimizer](), x, y, epochs, batch_size,
@@ -65,22 +80,32 @@ def main():
     parser.add_argument("--budget", type=float, default=0.25)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         choices=list(OPTIMIZERS))
+    parser.add_argument("--switch", choices=["width_init", "width_pace"],
+                        default="width_init")
+    parser.add_argument("--every-update", action="store_true")
     args = parser.parse_args()
     if args.seeds < 1 or not 0 < args.budget <= 1 or args.units < 1:
         parser.error("need --seeds >= 1, 0 < --budget <= 1, --units >= 1")
     print(f"load_digits, GatedLSTM({args.units}), ~{args.steps} steps, batch "
           f"{args.batch_size}, BudgetController({args.budget}), mean of "
           f"{args.seeds} seed(s)")
-    print(f"{'optimizer':9} {'width_init=False':>16} {'True':>6}")
+    head = f"{args.switch}=False"
+    print(f"{'optimizer':9} {head:>16} {'True':>6} {'plain':>6}")
     for name in args.optimizers:
         results = [
             [run(name, args.budget, args.steps, args.batch_size, args.units,
-                 seed, width_init)
+                 seed, args.switch, on, args.every_update)
              for seed in range(args.seeds)]
-            for width_init in (False, True)
+            for on in (False, True)
         ]
         means = [np.mean([acc for acc, _ in arm]) for arm in results]
-        print(f"{name:9} {means[0]:16.3f} {means[1]:6.3f}", flush=True)
+        plain = np.mean([
+            plain_accuracy("digits", name, args.steps, args.batch_size, seed,
+                           args.units)
+            for seed in range(args.seeds)
+        ])
+        print(f"{name:9} {means[0]:16.3f} {means[1]:6.3f} {plain:6.3f}",
+              flush=True)
     factors = ", ".join(f"{path} x{f:.3f}"
                         for path, f in results[1][0][1].items())
     print(f"factors applied: {factors or 'none'}")

@@ -161,10 +161,10 @@ def run_case(task, optimizer_name, budget, steps, batch_size, metric="params",
     )
 
 
-def plain_accuracy(task, optimizer_name, steps, batch_size, seed=0):
+def plain_accuracy(task, optimizer_name, steps, batch_size, seed=0, units=64):
     x, y, x_test, y_test = TASKS[task](seed)
     epochs = math.ceil(steps / math.ceil(len(x) / batch_size))
-    model = build(x, int(y.max()) + 1, gated=False, seed=seed)
+    model = build(x, int(y.max()) + 1, gated=False, units=units, seed=seed)
     train(model, OPTIMIZERS[optimizer_name](), x, y, epochs, batch_size)
     return accuracy(model, x_test, y_test)
 

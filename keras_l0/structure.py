@@ -84,3 +84,13 @@ def recurrent_cost(blocks, rows, inputs, units):
     params = blocks * (inputs * units + units * units + rows * units)
     flops = 2 * blocks * (inputs * units + units * units)
     return params, flops
+
+
+def trained_weights(cell):
+    """`{name: array}`: a recurrent cell's `kernel`, `recurrent_kernel` and
+    `bias` (if used) as it computes with them (a gated cell's
+    `step_scale` applied)."""
+    if hasattr(cell, "trained_weights"):
+        return cell.trained_weights()
+    names = ("kernel", "recurrent_kernel") + (("bias",) if cell.use_bias else ())
+    return {name: getattr(cell, name) for name in names}

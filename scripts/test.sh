@@ -19,6 +19,7 @@ multi_backend=(
   tests/test_callbacks.py
   tests/test_gate_training.py
   tests/test_width_init.py
+  tests/test_width_pace.py
   tests/test_gate_copy.py
   tests/test_shrink.py
   tests/test_shrink_catalogue.py

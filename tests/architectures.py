@@ -91,7 +91,7 @@ def randomize(model, seed=0):
                     OPEN,
                 ]
             w.assign(values.astype("float32"))
-        elif path.endswith(("l0_penalty", "gate_scale")):
+        elif path.endswith(("l0_penalty", "gate_scale", "step_scale")):
             continue
         elif path.endswith("moving_variance"):
             w.assign(rng.uniform(0.5, 2.0, w.shape).astype("float32"))

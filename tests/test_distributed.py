@@ -24,6 +24,13 @@ def build():
     h = keras_l0.GatedLSTM(8, seed=0, l0_penalty=1e-3)(inputs)
     return keras.Model(inputs, keras.layers.Dense(3)(h))
 
+class Seen(keras.callbacks.Callback):
+    scales = [1.0]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        cell = self.model.layers[1].cell
+        self.scales.append(float(keras.ops.convert_to_numpy(cell.step_scale)))
+
 def compile(model):
     model.compile(optimizer=keras.optimizers.Adam(),
                   loss=keras.losses.SparseCategoricalCrossentropy(True))
@@ -49,11 +56,14 @@ with strategy.scope():
 model.set_weights(weights)
 loss = model.evaluate(x, y, batch_size=16, verbose=0)
 controller = BudgetController(0.5)
-model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[controller])
+model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+          callbacks=[controller, Seen()])
 cell = model.layers[1].cell
 print(json.dumps(dict(replicas=strategy.num_replicas_in_sync, loss=loss,
     single=single_loss, reached=controller.size / controller.target_size,
-    gate_scale=float(keras.ops.convert_to_numpy(cell.gate_scale)))))
+    gate_scale=float(keras.ops.convert_to_numpy(cell.gate_scale)),
+    step_scale=float(keras.ops.convert_to_numpy(cell.step_scale)),
+    max_step_scale=max(Seen.scales))))
 """
 
 JAX = COMMON + """
@@ -64,11 +74,14 @@ model = compile(build())
 model.set_weights(weights)
 loss = model.evaluate(x, y, batch_size=16, verbose=0)
 controller = BudgetController(0.5)
-model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[controller])
+model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+          callbacks=[controller, Seen()])
 cell = model.layers[1].cell
 print(json.dumps(dict(replicas=len(devices), loss=loss, single=single_loss,
     reached=controller.size / controller.target_size,
-    gate_scale=float(keras.ops.convert_to_numpy(cell.gate_scale)))))
+    gate_scale=float(keras.ops.convert_to_numpy(cell.gate_scale)),
+    step_scale=float(keras.ops.convert_to_numpy(cell.step_scale)),
+    max_step_scale=max(Seen.scales))))
 """
 
 
@@ -92,6 +105,9 @@ def check(result):
     # The shifts assigned from the callback reached every replica.
     assert abs(result["reached"] - 1) <= 0.1, result["reached"]
     assert result["gate_scale"] == 1.0
+    # The width pace ran on every replica and folded back at the end.
+    assert result["max_step_scale"] > 1.0
+    assert result["step_scale"] == 1.0
 
 
 def test_mirrored_strategy_two_cpus():

@@ -43,7 +43,7 @@ def randomize(model, seed=0):
     for w in model.weights:
         if w.path.endswith("log_alpha"):
             w.assign(rng.choice(LOG_ALPHAS, size=w.shape))
-        elif not w.path.endswith(("l0_penalty", "gate_scale")):
+        elif not w.path.endswith(("l0_penalty", "gate_scale", "step_scale")):
             w.assign(rng.normal(0.0, 0.5, w.shape).astype("float32"))
     for layer in model.layers:
         if isinstance(layer, layers.Bidirectional) and layer.merge_mode in (

@@ -45,8 +45,9 @@ def test_rows_count_the_slim_layers():
             "units_kept": 3,
             "inputs": 6,
             "inputs_kept": 4,
-            # weights, then the 6 + 8 log_alphas, l0_penalty, gate_scale.
-            "params": lstm * (6 * 8 + 8 * 8 + 8) + 6 + 8 + 2,
+            # weights, then the 6 + 8 log_alphas, l0_penalty, gate_scale,
+            # step_scale.
+            "params": lstm * (6 * 8 + 8 * 8 + 8) + 6 + 8 + 3,
             # a raw model input keeps its 6 features.
             "params_kept": lstm * (6 * 3 + 3 * 3 + 3),
             "flops_per_step": 2 * lstm * (6 * 8 + 8 * 8),

@@ -224,6 +224,13 @@ def build_parser():
         "noise on kept neurons during the descent, a regulariser",
     )
     parser.add_argument(
+        "--budget-width-pace",
+        action="store_true",
+        help="gated: scale the steps on weights that read closing units by "
+        "dense / kept units (BudgetController.width_pace); off by default "
+        "here, as in the results page's runs",
+    )
+    parser.add_argument(
         "--penalty-form", choices=("weights", "neurons"), default="weights"
     )
     parser.add_argument(
@@ -549,6 +556,7 @@ def l0_callbacks(args, plain):
             warmup_epochs=args.budget_epochs,
             start_epoch=args.budget_start,
             model=plain,
+            width_pace=args.budget_width_pace,
             **control,
         )
         result.append(controller)

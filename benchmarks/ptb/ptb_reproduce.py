@@ -771,7 +771,7 @@ def main(argv=None):
                     failed.append(job.name)
             if interrupted or (deadline is not None and time.time() >= deadline):
                 why = "SIGTERM" if interrupted else "the time limit"
-                stopped = stop_jobs(running, start, why)
+                stopped = stop_jobs(running, start, why, lambda j: done(args, j))
                 break
             blocked = set(failed) | {job.name for job in pending + running}
             for job in list(pending):
@@ -805,7 +805,8 @@ def main(argv=None):
             time.sleep(0.5)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        stopped += stop_jobs(running, start, "an error") if running and not stopped else []
+        if running and not stopped:
+            stopped += stop_jobs(running, start, "an error", lambda j: done(args, j))
     complete = not (pending or stopped or failed)
     resume = shlex.join([os.path.basename(sys.executable), os.path.relpath(SCRIPT), *(argv_given or [])])
     progress = dict(
@@ -831,11 +832,14 @@ def main(argv=None):
     return 0
 
 
-def stop_jobs(running, start, why, grace=20):
+def stop_jobs(running, start, why, finished_job, grace=20):
     """SIGTERM to every running job (each keeps its last checkpoint), then
-    SIGKILL to those still alive after `grace` seconds."""
+    SIGKILL to those still alive after `grace` seconds. Returns the jobs
+    stopped; one that had written its results (`finished_job`) when the
+    signal came is reported done instead."""
     for job in running:
         job.process.terminate()
+    stopped = []
     end = time.time() + grace
     for job in running:
         try:
@@ -844,12 +848,15 @@ def stop_jobs(running, start, why, grace=20):
             job.process.kill()
             job.process.wait()
         job.log.close()
+        if finished_job(job):
+            print(f"[{time.time() - start:7.0f} s] {job.name} done", flush=True)
+            continue
         print(
             f"[{time.time() - start:7.0f} s] {job.name} stopped at {why} "
             "(resumes from its last checkpoint)",
             flush=True,
         )
-    stopped = list(running)
+        stopped.append(job)
     running.clear()
     return stopped
 

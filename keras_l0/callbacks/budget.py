@@ -16,6 +16,7 @@ from keras_l0.callbacks.sizing import _Sizer
 from keras_l0.callbacks.warmup import _check_int
 from keras_l0.callbacks.warmup import _steps_per_epoch
 from keras_l0.callbacks.width_init import scale_to_kept_width
+from keras_l0.callbacks.width_pace import WidthPace
 from keras_l0.layers.gating import DEFAULT_L0_PENALTY
 
 
@@ -82,13 +83,24 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     the gates move and sets each layer's `gate_scale` k (log α = k θ, θ the
     trainable variable; see `GatedCellMixin.set_gate_scale`) so that a gate
     can cross from open to closed in a third of the descent, whatever the
-    optimizer, its learning rate or the data-set size. Weights keep the
-    user's optimizer and learning rate. Under `control="shift"` every k is
-    1 again once the schedule holds (the last 15% of `fit`), so closed gates
+    optimizer, its learning rate or the data-set size. Under
+    `control="shift"` every k is
+    1 again once the schedule holds (the last 30% of `fit`), so closed gates
     stay closed between updates; under `"lambda"` at the end of `fit`. The
     variables then hold log α again. It warns once (a
     `UserWarning`) when the steps left cannot close enough gates to reach
     the target.
+
+    Width pace. At one learning rate a narrow layer learns more slowly than
+    a wide one (on `load_digits`, Adam at 1e-3, `LSTM(32)` needs twice the
+    steps of `LSTM(64)`; at 2e-3 it keeps pace). With `width_pace`, as
+    units close, each step on the weights that read them (the gated
+    layer's kernel, recurrent kernel and bias, through the cell's
+    `step_scale`, and the kernel of a `Dense` that reads its units) is
+    scaled by the ratio of dense to kept units, at most `max_step_factor`
+    (4): the kept network learns at the dense network's pace with the
+    user's optimizer and learning rate (`keras_l0.callbacks.width_pace`).
+    At the end of `fit` every `step_scale` is 1 again.
 
     Start. The layers' default gates (keep probability 0.9999) train with
     almost no noise, so an unpruned gated model learns as the plain layer
@@ -108,15 +120,14 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         metric: `"params"` (default), `"flops"` or `"neurons"`.
         warmup_epochs: number > 0 of epochs (fractions allowed) from the
             starting size to the target. Default `None`: under
-            `control="shift"` until 85% of the epochs of `fit` (the rest
-            holds the target); under `"lambda"` half of the epochs after
+            `control="shift"` until 70% of the epochs of `fit` (the last
+            30% hold the target: the kept network trains at its final
+            width); under `"lambda"` half of the epochs after
             `start_epoch`.
         start_epoch: number >= 0 of epochs (fractions allowed) at which
-            the schedule starts to move. Default `None`: under
-            `control="shift"` after 30% of the epochs of `fit` (the network
-            learns at full width first: in a short run a wider layer learns
-            faster; and the data gradients rank the neurons before any
-            closes); under `"lambda"` after a tenth of them.
+            the schedule starts to move. Default `None`: after a tenth of
+            the epochs of `fit` (the data gradients rank the neurons
+            before any closes).
         update_every: int >= 1, batches between two updates. Default
             `None`: 25 updates per epoch, at most one per batch.
         horizon: int >= 0, how many updates ahead the forecast looks
@@ -172,6 +183,14 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             short run, learn less than a fresh layer of the kept size (on
             `load_digits` at 25% and 500 steps it gains 0.4 to 10 points
             of accuracy, depending on the optimizer).
+        width_pace: `"auto"` (default), `True` or `False`: whether to
+            scale the steps on the weights that read closing units (see
+            Width pace). `"auto"`: under `control="shift"`, for a new
+            model (as `width_init` decides it); a trained model pruned
+            with `keras_l0.gate_model` keeps the user's steps. On
+            `load_digits` at 25% and 500 steps it gains 1.5 to 7 points of
+            accuracy, depending on the optimizer
+            (`benchmarks/budget_landing.py --width-pace`).
         verbose: 0 (default) for silence, 1 to print one line per epoch.
 
     Attributes:
@@ -210,8 +229,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     rise_gain = 0.05
     fall_gain = 1.0
     log_range = 12.0
-    start_fraction = 0.3
-    lambda_start_fraction = 0.1
+    start_fraction = 0.1
     proportional_gain = 2.0
     max_log_scale = math.log(1e6)
     velocity_smoothing = 0.7
@@ -229,7 +247,8 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     shift_updates = 100
     min_updates = 15
     time_share = 0.02
-    hold_fraction = 0.15
+    hold_fraction = 0.3
+    max_step_factor = 4.0
     closed_log_alpha = -4.25
     open_log_alpha = 3.75
     max_gap_log_alpha = 1.0
@@ -248,6 +267,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         control="shift",
         open_log_alpha=None,
         width_init=True,
+        width_pace="auto",
         verbose=0,
     ):
         super().__init__()
@@ -294,6 +314,12 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         self.pace = pace
         self.structure = model
         self.width_init = bool(width_init)
+        if width_pace not in ("auto", True, False):
+            raise ValueError(
+                "`width_pace` must be 'auto', True or False. Received: "
+                f"width_pace={width_pace!r}"
+            )
+        self.width_pace = width_pace
         self.verbose = verbose
 
     # -- set up -------------------------------------------------------------
@@ -314,9 +340,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         )
         self._start = self.start_epoch
         if self._start is None:
-            self._start = self._epochs * (
-                self.start_fraction if shift else self.lambda_start_fraction
-            )
+            self._start = self._epochs * self.start_fraction
         self._warmup = self.warmup_epochs or max(
             1.0 / self._steps,
             (1 - self.hold_fraction) * self._epochs - self._start
@@ -334,6 +358,14 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
                 f"of the gated layers, {self.dense_size:g}."
             )
         layers = self._sizer.layers
+        new = all(layer.cell.holds_initial_weights() for layer in layers.values())
+        pace = self.width_pace
+        if pace == "auto":
+            pace = shift and new
+        self._width_pace = None
+        if pace:
+            self._width_pace = WidthPace(self.model, layers, self.max_step_factor)
+            self._width_pace.finish()
         self.rescaled = {}
         if self.width_init:
             self.rescaled = scale_to_kept_width(
@@ -414,6 +446,8 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         self.model  # Under JAX, reading it syncs the trained variables.
         if self._counter is not None:
             self._land()
+        if self._width_pace is not None:
+            self._width_pace.finish()
         for layer in self._sizer.layers.values():
             if hasattr(layer.cell, "gate_scale"):
                 layer.cell.set_gate_scale(1.0)
@@ -473,6 +507,8 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             steps = 0 if self._last_step is None else step - self._last_step
             self._last_step = step
             self._shift_update(step / self._steps, steps)
+            if self._width_pace is not None:
+                self._width_pace.update()
             self._spent += time.perf_counter() - now
             return
         self._next_update = batch + self._update_every
@@ -507,6 +543,8 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         self._adapt_pace(log_alphas, behind=error > 0)
         if self._velocity is not None and epoch >= self._start:
             self._check_reachable(log_alphas, epoch)
+        if self._width_pace is not None:
+            self._width_pace.update()
 
     def _on_epoch_end(self, epoch, logs=None):
         self.model  # Under JAX, reading it syncs the trained variables.

@@ -134,20 +134,45 @@ class _Graph:
     def reads_gated(self, node):
         """Whether every input of `node` is gated units (through
         pass-through layers)."""
-        tensors = compat.node_input_tensors(node)
-        return bool(tensors) and all(self._gated(t) for t in tensors)
+        return bool(self.owners(node))
 
-    def _gated(self, tensor):
+    def owners(self, node):
+        """The names of the gated layers whose units are the inputs of
+        `node` (through pass-through layers); empty unless every input is
+        gated units."""
+        names = set()
+        for tensor in compat.node_input_tensors(node):
+            owners = self._owners(tensor)
+            if not owners:
+                return set()
+            names |= owners
+        return names
+
+    def _owners(self, tensor):
         node = self.made_by.get(id(tensor))
         while node is not None:
             op = compat.node_operation(node)
             if self.owner.get(id(op)):
-                return True
+                return self.owner[id(op)]
             inputs = compat.node_input_tensors(node)
             if not isinstance(op, PASS_THROUGH) or len(inputs) != 1:
-                return False
+                return set()
             node = self.made_by.get(id(inputs[0]))
-        return False
+        return set()
+
+    def readers(self):
+        """`[(dense, owner names)]`: each `Dense` (or
+        `TimeDistributed(Dense)`) whose inputs are gated units, with the
+        names of the gated layers it reads."""
+        found = []
+        for node in self.nodes:
+            op = compat.node_operation(node)
+            if id(op) in self.owner or _dense_of(op) is None:
+                continue
+            owners = self.owners(node)
+            if owners:
+                found.append((_dense_of(op), owners))
+        return found
 
 
 def scale_to_kept_width(model, layers, target_size, metric):
@@ -179,14 +204,11 @@ def scale_to_kept_width(model, layers, target_size, metric):
         return {}
     graph = _Graph(model, layers)
     fed = set()
-    readers = []
     for node in graph.nodes:
         op = compat.node_operation(node)
-        if id(op) in graph.owner:
-            if graph.reads_gated(node):
-                fed.update(graph.owner[id(op)])
-        elif _dense_of(op) is not None and graph.reads_gated(node):
-            readers.append(_dense_of(op))
+        if id(op) in graph.owner and graph.reads_gated(node):
+            fed.update(graph.owner[id(op)])
+    readers = [dense for dense, _ in graph.readers()]
     s = kept_fraction(layers, target_size, metric, fed)
     applied = {}
     if s >= 1.0:

@@ -114,6 +114,14 @@ class GatedCellMixin:
                 trainable=False,
                 autocast=False,
             )
+            self.step_scale = self.add_weight(
+                shape=(),
+                name="step_scale",
+                initializer="ones",
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+            )
         self._initial_digest = self._weights_digest()
 
     def _weights_digest(self):
@@ -138,11 +146,16 @@ class GatedCellMixin:
         return initial is not None and initial == self._weights_digest()
 
     def load_own_variables(self, store):
-        # Files written before `gate_scale` existed hold one variable less.
-        if self.has_gates and len(store.keys()) == len(self.variables) - 1:
-            for i, variable in enumerate(self.variables[:-1]):
+        # Files written before `gate_scale` and `step_scale` existed hold one
+        # or two variables less: the last ones.
+        prefix = self.kernel.path.rsplit("/", 1)[0] + "/"
+        own = [v for v in self.variables if v.path.startswith(prefix)]
+        missing = len(own) - len(store.keys())
+        if self.has_gates and missing in (1, 2):
+            for i, variable in enumerate(own[:-missing]):
                 variable.assign(store[str(i)])
-            self.gate_scale.assign(1.0)
+            for variable in own[-missing:]:
+                variable.assign(1.0)
             return
         super().load_own_variables(store)
 
@@ -179,6 +192,56 @@ class GatedCellMixin:
             if v is not None:
                 v.assign(ops.convert_to_numpy(v) * (old / scale))
         self.gate_scale.assign(scale)
+
+    def stepped_weight_names(self):
+        """The weights that `step_scale` applies to: `kernel`,
+        `recurrent_kernel` and, if used, `bias`."""
+        names = ("kernel", "recurrent_kernel")
+        return names + ("bias",) if self.use_bias else names
+
+    def set_step_scale(self, scale):
+        """Sets `step_scale`, rescaling the stepped weights' variables so
+        that the weights, and what the cell computes, stay the same.
+
+        The cell computes with `step_scale * v` for each stepped variable
+        `v`, and the gradient reaches `v` as the gradient of the weight
+        itself: whatever the optimizer, a step of size `s` on `v` then moves
+        the weight by `scale * s`. `trained_weights` gives the weights.
+
+        Args:
+            scale: float > 0.
+        """
+        scale = float(scale)
+        if not scale > 0 or not math.isfinite(scale):
+            raise ValueError(
+                f"`scale` must be a finite number > 0. Received: {scale!r}"
+            )
+        old = float(ops.convert_to_numpy(self.step_scale))
+        if old == scale:
+            return
+        for name in self.stepped_weight_names():
+            v = getattr(self, name)
+            v.assign(ops.convert_to_numpy(v) * (old / scale))
+        self.step_scale.assign(scale)
+
+    def _stepped(self, variable):
+        # Value `step_scale * variable`; gradient as for `variable`.
+        value = ops.convert_to_tensor(variable)
+        extra = ops.cast(ops.subtract(self.step_scale, 1.0), value.dtype)
+        return ops.add(value, ops.stop_gradient(ops.multiply(value, extra)))
+
+    def trained_weights(self):
+        """`{name: numpy array}` of the stepped weights as the cell
+        computes with them (`step_scale` applied)."""
+        scale = 1.0
+        if self.has_gates:
+            scale = float(ops.convert_to_numpy(self.step_scale))
+        return {
+            name: ops.convert_to_numpy(getattr(self, name)) * scale
+            if scale != 1.0
+            else ops.convert_to_numpy(getattr(self, name))
+            for name in self.stepped_weight_names()
+        }
 
     def _gate(self, log_alpha, training):
         if log_alpha is None:
@@ -240,16 +303,20 @@ class GatedCellMixin:
         return ops.multiply(self.l0_penalty, self.expected_l0())
 
     def gated_weights(self, input_gate, hidden_gate):
-        """Kernels with their rows scaled by the gates."""
-        weights = {}
+        """Kernels with their rows scaled by the gates, and the stepped
+        weights at their `step_scale`."""
+        weights = {
+            name: self._stepped(getattr(self, name))
+            for name in self.stepped_weight_names()
+        }
         if input_gate is not None:
             weights["kernel"] = ops.multiply(
-                self.kernel,
+                weights["kernel"],
                 ops.cast(input_gate, self.compute_dtype)[:, None],
             )
         if hidden_gate is not None:
             weights["recurrent_kernel"] = ops.multiply(
-                self.recurrent_kernel,
+                weights["recurrent_kernel"],
                 ops.cast(hidden_gate, self.compute_dtype)[:, None],
             )
         return weights

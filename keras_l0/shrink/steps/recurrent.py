@@ -77,16 +77,17 @@ class RecurrentPlan:
     def weights(self):
         """The slim `kernel`, `recurrent_kernel` and `bias` (if any)."""
         cell = self.layer.cell
+        trained = structure.trained_weights(cell)
         kept = self.kept_units
         cols = structure.block_columns(self.units, self.num_blocks, kept)
-        kernel = numpy(cell.kernel)[:, cols]
-        recurrent = numpy(cell.recurrent_kernel)[kept][:, cols]
+        kernel = numpy(trained["kernel"])[:, cols]
+        recurrent = numpy(trained["recurrent_kernel"])[kept][:, cols]
         weights = {
             "kernel": kernel[self.input_rows] * self.row_scale[:, None],
             "recurrent_kernel": recurrent * self.hidden_gate[kept][:, None],
         }
         if cell.use_bias:
-            bias = numpy(cell.bias)[..., cols].copy()
+            bias = numpy(trained["bias"])[..., cols].copy()
             extra = bias_fold(kernel, self.fill, self.input_gate)
             if extra is not None:
                 if bias.ndim == 2:
