@@ -4,8 +4,8 @@ At one learning rate a narrow layer learns more slowly than a wide one: each
 unit it reads moves by about one step, and it reads fewer of them. On
 `load_digits` with Adam at 1e-3, `LSTM(32)` needs about twice the steps of
 `LSTM(64)` to reach the same accuracy, and `LSTM(32)` at 2e-3 follows
-`LSTM(64)` at 1e-3 step for step (`benchmarks/budget_landing.py` shows the
-effect on pruned models). As a budget closes units, `WidthPace` scales each
+`LSTM(64)` at 1e-3 step for step (`benchmarks/budget_init_scale.py --switch
+width_pace` shows the effect on pruned models). As a budget closes units, `WidthPace` scales each
 step on the weights that read the closing units by the ratio of dense to
 kept units, so the kept network goes on learning at the pace the dense one
 had, with the user's optimizer and learning rate.
@@ -16,11 +16,17 @@ reads gated units is not ours to reparametrise, so its kernel's motion since
 the last update is stretched by the factor at each update.
 """
 
+import math
+
 import numpy as np
 from keras import ops
 
 from keras_l0 import hard_concrete
+from keras_l0.callbacks.sizing import numpy_log_alphas
 from keras_l0.callbacks.width_init import _Graph
+
+# The inference gate is 0 exactly where sigmoid(log α) <= -γ / (ζ - γ).
+_OPEN_ABOVE = math.log(-hard_concrete.GAMMA / hard_concrete.ZETA)
 
 
 def kept_units(cell):
@@ -28,8 +34,7 @@ def kept_units(cell):
     or `None` without hidden gates."""
     if not cell.hidden_gates:
         return None
-    gate = hard_concrete.eval_gate(cell.log_alphas()[1])
-    return int(np.count_nonzero(ops.convert_to_numpy(gate)))
+    return int(np.count_nonzero(numpy_log_alphas(cell)[1] > _OPEN_ABOVE))
 
 
 class WidthPace:
@@ -73,8 +78,10 @@ class WidthPace:
         kernel's motion since the last update, by the layer's current
         ratio of dense to kept units."""
         for name, layer in self.layers.items():
-            self.factors[name] = self._factor([name])
-            layer.cell.set_step_scale(self.factors[name])
+            factor = self._factor([name])
+            if factor != self.factors[name]:
+                layer.cell.set_step_scale(factor)
+                self.factors[name] = factor
         for dense, owners in self.readers:
             factor = self._factor(owners)
             kernel = dense.kernel
@@ -87,6 +94,7 @@ class WidthPace:
 
     def finish(self):
         """Every `step_scale` back to 1 (the weights unchanged)."""
-        for layer in self.layers.values():
+        for name, layer in self.layers.items():
             layer.cell.set_step_scale(1.0)
+            self.factors[name] = 1.0
         self._previous = {}
