@@ -276,3 +276,40 @@ def test_float16_byte_planes_round_trip():
     np.testing.assert_array_equal(
         ptb_collect.from_planes(stored, (7, 5)), array.astype("float16")
     )
+
+
+@requires_data
+@pytest.mark.parametrize("mps", ["0", "1"])
+def test_no_gpu_means_no_study(tmp_path, mps):
+    # On this CPU machine JAX sees no GPU: the medium study must not start
+    # (it would train on the CPU until its deadline). With MPS=1 a stand-in
+    # for the MPS control program records that the daemon was started and,
+    # since JAX still sees no GPU, stopped again.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "mps.log"
+    control = fake / "nvidia-cuda-mps-control"
+    control.write_text(f'#!/bin/sh\necho "$* $(cat)" >> "{log}"\n')
+    control.chmod(0o755)
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "PTB_RUNS": str(tmp_path / "runs"),
+        "PYTHON": sys.executable,
+        "KERAS_L0_PTB_DIR": str(DATA_DIR),
+        "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+        "MPS": mps,
+        "JAX_PLATFORMS": "cpu",
+    }
+    result = subprocess.run(
+        ["bash", SCRIPT, "medium"], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "JAX sees no GPU: not starting the study" in result.stdout
+    assert not (tmp_path / "runs" / "study.out").exists()
+    if mps == "1":
+        assert log.read_text().split() == ["-d", "quit"]
+        assert "MPS stopped" in result.stdout
+    else:
+        assert not log.exists()

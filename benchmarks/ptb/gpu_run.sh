@@ -18,7 +18,8 @@
 # Environment: OUT (required), PTB_RUNS, STUDY_LIMIT (s, the study's
 # deadline from its start), WAIT_LIMIT (s, this call's wait), PYTHON,
 # STUDY_EXTRA (more ptb_reproduce.py arguments), MPS=1 (start the CUDA MPS
-# daemon first: untested on these machines).
+# daemon first; the one device call that tried it, on 2026-12-05, lost its
+# machine after 7 minutes with nothing back, cause not known).
 set -u
 CONFIG=${1:?usage: gpu_run.sh medium|large|tiny}
 T0=$(date +%s)
@@ -53,14 +54,17 @@ done
 STEPS=--extra=--steps-per-execution=10
 case "$CONFIG" in
 medium)
-    # Dense medium (Zaremba's 39 epochs); the direct-design models of the
-    # three budgets' uniform sizes start with it; then gates on the dense
-    # model at three budgets, shrink, magnitude at the kept sizes.
+    # Dense medium on a 24-epoch schedule (lr 1 for 6, then x0.74; Zaremba's
+    # 39 epochs with the direct-design runs beside it do not leave room for
+    # the pruned runs in 15 minutes of device time); the direct-design
+    # models of the three budgets' uniform sizes start with it, on the same
+    # schedule; then gates on the dense model at three budgets, shrink,
+    # magnitude at the kept sizes.
     ARGS=(--configs medium --budgets medium=0.25,0.15,0.1 --from-dense 4
         --gated-lr 0.25 --l0-penalty 5e-7 --finetune-epochs 2 --direct budget
-        --jobs 10 "$STEPS")
-    STUDY_LIMIT=${STUDY_LIMIT:-480}
-    WAIT_LIMIT=${WAIT_LIMIT:-560}
+        --dense-schedule medium=24,6,0.74 --jobs 10 "$STEPS")
+    STUDY_LIMIT=${STUDY_LIMIT:-640}
+    WAIT_LIMIT=${WAIT_LIMIT:-545}
     ;;
 large)
     # Dense large on a 40-epoch schedule (Zaremba's is 55, which does not fit
@@ -93,6 +97,9 @@ ARGS+=(--out "$RUNS" ${STUDY_EXTRA:-})
 
 mkdir -p "$RUNS"
 PIDFILE=$RUNS/study.pid
+gpu_ok() {
+    timeout 45 "$PY" -c "import jax, sys; jax.numpy.ones(8).sum().block_until_ready(); sys.exit(jax.devices()[0].platform != 'gpu')" 2>/dev/null
+}
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 status() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['status'])" \
     "$RUNS/progress.json" 2>/dev/null || echo none; }
@@ -102,8 +109,20 @@ if running; then
 elif [ "$(status)" = complete ]; then
     say "study complete: collecting only"
 else
-    if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
-        nvidia-cuda-mps-control -d && say "CUDA MPS daemon started"
+    if [ "$CONFIG" != tiny ]; then
+        # The jobs share one GPU; with MPS=1 their kernels run side by side
+        # under CUDA MPS, unless JAX then sees no GPU (MPS stopped). With no
+        # GPU at all the study does not start.
+        if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null \
+            && nvidia-cuda-mps-control -d; then
+            if gpu_ok; then
+                say "CUDA MPS daemon started"
+            else
+                echo quit | nvidia-cuda-mps-control
+                say "JAX saw no GPU under CUDA MPS: MPS stopped"
+            fi
+        fi
+        gpu_ok || { say "JAX sees no GPU: not starting the study"; exit 2; }
     fi
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
     say "starting the study (status $(status)), deadline ${STUDY_LIMIT} s: ptb_reproduce.py ${ARGS[*]} --time-limit $STUDY_LIMIT"
