@@ -6,6 +6,7 @@ import pytest
 
 import keras_l0
 from keras_l0.callbacks import BudgetController
+from keras_l0.callbacks.width_pace import WidthPace
 from keras_l0.callbacks.width_pace import kept_units
 
 
@@ -128,6 +129,47 @@ def test_factor_is_capped():
     seen = fit(single(), controller)
     assert 16 / seen.kept > 1.5
     assert seen.scale == 1.5
+
+
+def test_a_step_that_moves_the_weights_far_is_not_scaled():
+    # The factor is capped by max_step_motion / (the median share of the
+    # kernels' norm that one step moved them by, at the first updates).
+    controller = BudgetController(0.25)
+    seen = fit(single(), controller)
+    motions = controller._width_pace.motions["gated_lstm"]
+    assert len(motions) == controller._width_pace.motion_samples
+    assert all(0 < m < controller.max_step_motion for m in motions)
+    assert seen.scale == pytest.approx(16 / seen.kept, rel=1e-6)
+
+    controller = BudgetController(0.25)
+    controller.max_step_motion = 0.5 * min(motions)
+    seen = fit(single(), controller)
+    assert seen.kept < 16 and seen.scale == 1.0
+
+    controller = BudgetController(0.25)
+    controller.max_step_motion = 1.5 * float(np.median(motions))
+    seen = fit(single(), controller)
+    assert 16 / seen.kept > 1.8
+    assert seen.scale == pytest.approx(1.5, rel=0.05)
+
+
+def test_one_step_motion_is_measured_as_the_kernels_move():
+    model = single()
+    cell = model.layers[1].cell
+    x, y = data(96)
+    model.compile(keras.optimizers.SGD(0.5),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pace = WidthPace(model, {"gated_lstm": model.layers[1]})
+    cell.set_step_scale(2.0)
+    before = np.concatenate([np.ravel(trained(cell)[k])
+                             for k in ("kernel", "recurrent_kernel")])
+    pace.update(step=3)
+    model.train_on_batch(x[:8], y[:8])
+    pace.measure(4)
+    after = np.concatenate([np.ravel(trained(cell)[k])
+                            for k in ("kernel", "recurrent_kernel")])
+    expected = np.linalg.norm(after - before) / np.linalg.norm(before) / 2.0
+    assert pace.motion("gated_lstm") == pytest.approx(expected, rel=1e-4)
 
 
 def test_width_pace_rejects_other_values():

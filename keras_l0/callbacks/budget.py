@@ -100,7 +100,11 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     scaled by the ratio of dense to kept units, at most `max_step_factor`
     (4): the kept network learns at the dense network's pace with the
     user's optimizer and learning rate (`keras_l0.callbacks.width_pace`).
-    At the end of `fit` every `step_scale` is 1 again.
+    Where one step already moves a layer's kernels by a large share of
+    their norm (SGD at learning rate 1: 7-9%), a larger step costs
+    accuracy, so a scaled step moves them by at most `max_step_motion`
+    (4%), as measured on single steps at the first updates. At the end
+    of `fit` every `step_scale` is 1 again.
 
     Start. The layers' default gates (keep probability 0.9999) train with
     almost no noise, so an unpruned gated model learns as the plain layer
@@ -129,7 +133,11 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             the epochs of `fit` (the data gradients rank the neurons
             before any closes).
         update_every: int >= 1, batches between two updates. Default
-            `None`: 25 updates per epoch, at most one per batch.
+            `None`: under `control="shift"` 100 updates over `fit`, but at
+            least 16 batches apart (unless that leaves fewer than 15);
+            under `"lambda"` 25 per epoch; at most one per batch. Updates
+            fall on fixed batches: the same seed gives the same model
+            whatever the machine's load.
         horizon: int >= 0, how many updates ahead the forecast looks
             (0: no forecast). Default `None`: as many steps as a gate at
             the chosen pace needs to travel half way to closed (10 updates
@@ -206,8 +214,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         rescaled: `{variable path: factor}` that `width_init` applied at
             the start of the last `fit` (empty if none).
         seconds: time spent inside the controller's hooks in the last
-            `fit` (shift updates take at most 2% of the fit time, beyond
-            one update per 1/15 of `fit`, which always runs).
+            `fit`.
 
     At the end of every epoch, the logs get `"budget/size"`,
     `"budget/scheduled"`, `"budget/l0_scale"` and `"budget/gate_scale"`
@@ -245,13 +252,16 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     max_pace = 0.2
     scale_bounds = (1e-3, 1e4)
     max_scale_step = 1.5
-    # Shift control: updates over the whole of `fit`, the share of it held
-    # at the target, and where closed and kept gates are put.
+    # Shift control: updates over the whole of `fit` (at most; at least
+    # `min_update_gap` steps apart, unless that leaves fewer than
+    # `min_updates`), the share of it held at the target, and where closed
+    # and kept gates are put.
     shift_updates = 100
+    min_update_gap = 16
     min_updates = 15
-    time_share = 0.02
     hold_fraction = 0.3
     max_step_factor = 4.0
+    max_step_motion = 0.02
     closed_log_alpha = -4.25
     open_log_alpha = 3.75
     max_gap_log_alpha = 1.0
@@ -332,14 +342,15 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         self._steps = _steps_per_epoch(self)
         self._epochs = int(self.params.get("epochs") or 1)
         shift = self.control == "shift"
+        total = self._steps * self._epochs
         self._update_every = self.update_every or max(
             1,
-            round(self._steps * self._epochs / self.shift_updates)
+            max(
+                round(total / self.shift_updates),
+                min(self.min_update_gap, total // self.min_updates),
+            )
             if shift
             else round(self._steps / self.updates_per_epoch),
-        )
-        self._max_gap = max(
-            self._update_every, self._steps * self._epochs // self.min_updates
         )
         self._start = self.start_epoch
         if self._start is None:
@@ -367,7 +378,9 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             pace = shift and new
         self._width_pace = None
         if pace:
-            self._width_pace = WidthPace(self.model, layers, self.max_step_factor)
+            self._width_pace = WidthPace(
+                self.model, layers, self.max_step_factor, self.max_step_motion
+            )
             self._width_pace.finish()
         self.rescaled = {}
         if self.width_init:
@@ -381,7 +394,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         self.size = self._sizer.kept()
         self._counter = ShiftCounter(self._sizer) if shift else None
         self.shift = 0.0
-        self._began, self._spent = time.perf_counter(), 0.0
+        self._spent = 0.0
         if shift:
             self._counted = self._counter.counted
             self._after = None
@@ -491,28 +504,24 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         # makes Keras fetch every step's logs, and cheap steps cost about
         # 40% more. With `steps_per_execution` > 1, Keras calls it every
         # few batches.
-        if batch < self._next_update:
-            return
+        began = time.perf_counter()
         step = self._epoch * self._steps + batch
+        pace = self._width_pace
+        if pace is not None and pace.measuring() and step != self._last_step:
+            self.model  # Under JAX, reading it syncs the trained variables.
+            pace.measure(step)
+        if batch < self._next_update:
+            self._spent += time.perf_counter() - began
+            return
         if self._counter is not None:
-            # Within its share of the fit time, whatever a step costs: an
-            # update that would exceed it waits for a later batch, but
-            # never more than `min_updates` allow.
-            now = time.perf_counter()
-            waited = step - (self._last_step or 0)
-            if (
-                self._spent > self.time_share * (now - self._began)
-                and waited < self._max_gap
-            ):
-                return
             self._next_update = batch + self._update_every
             self.model  # Under JAX, reading it syncs the trained variables.
             steps = 0 if self._last_step is None else step - self._last_step
             self._last_step = step
             self._shift_update(step / self._steps, steps)
-            if self._width_pace is not None:
-                self._width_pace.update()
-            self._spent += time.perf_counter() - now
+            if pace is not None:
+                pace.update(step)
+            self._spent += time.perf_counter() - began
             return
         self._next_update = batch + self._update_every
         self.model  # Under JAX, reading it syncs the trained variables.
@@ -547,7 +556,8 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
         if self._velocity is not None and epoch >= self._start:
             self._check_reachable(log_alphas, epoch)
         if self._width_pace is not None:
-            self._width_pace.update()
+            self._width_pace.update(step)
+        self._spent += time.perf_counter() - began
 
     def _on_epoch_end(self, epoch, logs=None):
         self.model  # Under JAX, reading it syncs the trained variables.
