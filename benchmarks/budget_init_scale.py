@@ -19,7 +19,7 @@ with `width_init`): as units close, the controller scales the steps on the
 weights that read them by dense / kept units, so the kept network learns at
 the dense network's pace (`keras_l0.callbacks.width_pace`).
 `--every-update` runs the controller's 100 updates per `fit` (its default
-keeps them at least 16 steps apart: 31 here).
+keeps them at least 25 steps apart: 20 here).
 
     python benchmarks/budget_init_scale.py --seeds 10
     python benchmarks/budget_init_scale.py --switch width_pace --seeds 10 \

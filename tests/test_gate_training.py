@@ -250,7 +250,7 @@ class UpdateSteps(keras.callbacks.Callback):
 def test_updates_fall_on_fixed_steps_and_repeat_exactly():
     # The updates do not depend on the time they take: the same seed gives
     # the same gates on a loaded machine as on an idle one. 13 epochs of 16
-    # steps: 208 steps, an update every 13 (at most 100 per fit, at least 16
+    # steps: 208 steps, an update every 13 (at most 100 per fit, at least 25
     # steps apart unless fewer than 15 would run: 208 // 15 = 13).
     x, y = task()
     runs = []

@@ -134,7 +134,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             before any closes).
         update_every: int >= 1, batches between two updates. Default
             `None`: under `control="shift"` 100 updates over `fit`, but at
-            least 16 batches apart (unless that leaves fewer than 15);
+            least 25 batches apart (unless that leaves fewer than 15);
             under `"lambda"` 25 per epoch; at most one per batch. Updates
             fall on fixed batches: the same seed gives the same model
             whatever the machine's load.
@@ -257,7 +257,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
     # `min_updates`), the share of it held at the target, and where closed
     # and kept gates are put.
     shift_updates = 100
-    min_update_gap = 16
+    min_update_gap = 25
     min_updates = 15
     hold_fraction = 0.3
     max_step_factor = 4.0
@@ -520,7 +520,7 @@ class BudgetController(ShiftControl, LambdaControl, keras.callbacks.Callback):
             self._last_step = step
             self._shift_update(step / self._steps, steps)
             if pace is not None:
-                pace.update(step)
+                pace.update(step, self._counter.kept_units(self._after))
             self._spent += time.perf_counter() - began
             return
         self._next_update = batch + self._update_every

@@ -54,6 +54,7 @@ class ShiftCounter:
         self.own = [layer.cell.input_gates for layer in self.layers]
         self.upstream = [[] for _ in self.layers]
         self.exact = False
+        self._read = None
         self.read_scales()
         if sizer.structure is not None:
             self._learn()
@@ -77,26 +78,45 @@ class ShiftCounter:
             for log_alpha in numpy_log_alphas(layer.cell, scale)
             if log_alpha is not None
         ]
-        return np.concatenate(parts)
+        self._read = np.concatenate(parts)
+        return self._read.copy()
 
     def write(self, flat, scales=None):
         """Assigns log α from a flat array, and the scales if given (the
-        variables get `log α / scale`)."""
+        variables get `log α / scale`); a variable whose values and scale
+        are those last read is left alone."""
         if scales is None:
             scales = self.scales
         for i, (layer, (s_in, s_h)) in enumerate(
             zip(self.layers, self.slices)
         ):
             cell = layer.cell
-            if scales[i] != self.scales[i]:
+            rescaled = scales[i] != self.scales[i]
+            if rescaled:
                 cell.gate_scale.assign(scales[i])
             for variable, part in (
                 (cell.input_log_alpha, s_in),
                 (cell.hidden_log_alpha, s_h),
             ):
-                if part is not None:
-                    variable.assign((flat[part] / scales[i]).astype("float32"))
+                if part is None:
+                    continue
+                if not rescaled and self._read is not None and np.array_equal(
+                    flat[part], self._read[part]
+                ):
+                    continue
+                variable.assign((flat[part] / scales[i]).astype("float32"))
         self.scales = list(scales)
+        self._read = None
+
+    def kept_units(self, flat):
+        """`{name: kept hidden units}`, named as the sizer names its layers,
+        if the gates had the log α `flat` (layers without hidden gates left
+        out)."""
+        return {
+            name: int(np.count_nonzero(flat[s_h] > KEEP_THRESHOLD))
+            for name, (_, s_h) in zip(self.sizer.layers, self.slices)
+            if s_h is not None
+        }
 
     # -- counting -------------------------------------------------------------
 

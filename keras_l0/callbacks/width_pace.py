@@ -24,17 +24,12 @@ moves each layer's kernels before any unit closes: it scales a step up to
 at most `max_motion` (4%) of the weights' norm.
 """
 
-import math
-
 import numpy as np
 from keras import ops
 
-from keras_l0 import hard_concrete
+from keras_l0.callbacks.sizing import KEEP_THRESHOLD
 from keras_l0.callbacks.sizing import numpy_log_alphas
 from keras_l0.callbacks.width_init import _Graph
-
-# The inference gate is 0 exactly where sigmoid(log α) <= -γ / (ζ - γ).
-_OPEN_ABOVE = math.log(-hard_concrete.GAMMA / hard_concrete.ZETA)
 
 
 def kept_units(cell):
@@ -42,7 +37,7 @@ def kept_units(cell):
     or `None` without hidden gates."""
     if not cell.hidden_gates:
         return None
-    return int(np.count_nonzero(numpy_log_alphas(cell)[1] > _OPEN_ABOVE))
+    return int(np.count_nonzero(numpy_log_alphas(cell)[1] > KEEP_THRESHOLD))
 
 
 def _kernels(cell):
@@ -94,12 +89,12 @@ class WidthPace:
         seen = self.motions[name]
         return float(np.median(seen)) if seen else None
 
-    def _factor(self, names):
+    def _factor(self, names, counts):
         units = kept = 0
         cap = self.max_factor
         for name in names:
             cell = self.layers[name].cell
-            count = kept_units(cell)
+            count = counts[name]
             if count is None:
                 continue
             units += cell.units
@@ -134,19 +129,26 @@ class WidthPace:
                 moved = float(np.linalg.norm(_kernels(cell) - before))
                 self.motions[name].append(moved / norm / (step - taken) / scale)
 
-    def update(self, step=None):
+    def update(self, step=None, kept=None):
         """Sets each gated layer's `step_scale`, and stretches each reader
         kernel's motion since the last update, by the layer's current
         ratio of dense to kept units (capped); at `step` (the steps done),
         while motions are still to be measured, takes the snapshot that
-        `measure` compares with."""
+        `measure` compares with. `kept`: optional `{layer name: kept
+        units}` where the caller has counted them (read from the gates
+        otherwise)."""
+        counts = {
+            name: (kept or {}).get(name, None) if name in (kept or {})
+            else kept_units(layer.cell)
+            for name, layer in self.layers.items()
+        }  # fmt: skip
         for name, layer in self.layers.items():
-            factor = self._factor([name])
+            factor = self._factor([name], counts)
             if factor != self.factors[name]:
                 layer.cell.set_step_scale(factor)
                 self.factors[name] = factor
         for dense, owners in self.readers:
-            factor = self._factor(owners)
+            factor = self._factor(owners, counts)
             kernel = dense.kernel
             now = ops.convert_to_numpy(kernel)
             before = self._previous.get(id(kernel))
