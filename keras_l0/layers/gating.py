@@ -98,31 +98,22 @@ class GatedCellMixin:
                 autocast=False,
             )
         if self.has_gates:
-            self.l0_penalty = self.add_weight(
-                shape=(),
-                name="l0_penalty",
-                initializer=initializers.Constant(self.initial_l0_penalty),
-                dtype="float32",
-                trainable=False,
-                autocast=False,
+            self.l0_penalty = self._scalar(
+                "l0_penalty", initializers.Constant(self.initial_l0_penalty)
             )
-            self.gate_scale = self.add_weight(
-                shape=(),
-                name="gate_scale",
-                initializer="ones",
-                dtype="float32",
-                trainable=False,
-                autocast=False,
-            )
-            self.step_scale = self.add_weight(
-                shape=(),
-                name="step_scale",
-                initializer="ones",
-                dtype="float32",
-                trainable=False,
-                autocast=False,
-            )
+            self.gate_scale = self._scalar("gate_scale")
+            self.step_scale = self._scalar("step_scale")
         self._initial_digest = self._weights_digest()
+
+    def _scalar(self, name, initializer="ones"):
+        return self.add_weight(
+            shape=(),
+            name=name,
+            initializer=initializer,
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+        )
 
     def _weights_digest(self):
         try:
