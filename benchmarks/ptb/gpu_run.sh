@@ -127,7 +127,9 @@ else
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
     say "starting the study (status $(status)), deadline ${STUDY_LIMIT} s: ptb_reproduce.py ${ARGS[*]} --time-limit $STUDY_LIMIT"
     rm -f "$PIDFILE"
-    setsid nohup sh -c 'echo $$ > "$0"; exec "$@"' "$PIDFILE" \
+    # Lower priority: the machine's own agent must keep answering while the
+    # jobs load every core.
+    setsid nohup nice -n 10 sh -c 'echo $$ > "$0"; exec "$@"' "$PIDFILE" \
         "$PY" benchmarks/ptb/ptb_reproduce.py "${ARGS[@]}" --time-limit "$STUDY_LIMIT" \
         >>"$RUNS/study.out" 2>&1 </dev/null &
     for _ in $(seq 50); do [ -s "$PIDFILE" ] && break; sleep 0.1; done
